@@ -1,0 +1,51 @@
+"""Validation of user-typed values, before any expensive work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from recmf.errors import ConfigError
+from recmf.losses import LOSSES
+
+
+def positive_int(name: str, value: Any, hint: str = "") -> int:
+    """``value`` as an int > 0, or a ConfigError naming the key, the value and what to type."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if not ok:
+        raise ConfigError(
+            f"{name} must be a positive whole number, got {value!r}. "
+            f"{hint or f'Pass e.g. {name}=10.'}".strip()
+        )
+    return value
+
+
+def positive_ints(name: str, values: Any) -> list[int]:
+    """A cut-off or list of cut-offs as a sorted list of distinct ints > 0."""
+    values = (
+        list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
+    )
+    if not values:
+        raise ConfigError(f"{name} must not be empty; pass e.g. {name}=[5,10,20].")
+    return sorted({positive_int(name, v, f"Pass e.g. {name}=[5,10,20].") for v in values})
+
+
+def loss_name(value: Any) -> str:
+    if value not in LOSSES:
+        raise ConfigError(
+            f"loss must be one of {', '.join(LOSSES)}, got {value!r}. Ranking losses (softmax, "
+            "bpr, bce) are for top-K recommendation; mse predicts ratings. Pass e.g. loss=bpr."
+        )
+    return value
+
+
+def user_list(value: Any) -> list[str]:
+    """``user=U1`` or ``user=[U1,U2]`` as a list of id strings."""
+    if value is None or value == "" or value == []:
+        raise ConfigError(
+            "no user given. Pass user=U1 for one user or user=[U1,U2] for several; the ids are "
+            "the ones in the store (`python scripts/recommend.py list_users=true` shows some)."
+        )
+    if isinstance(value, str | int):
+        return [str(value)]
+    return [str(v) for v in value]

@@ -1,0 +1,90 @@
+"""Lightning wrapper: the training step, validation NDCG@k per epoch, the optimizer."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from recmf import losses
+from recmf.evaluation import MetricAccumulator, topk_chunks
+from recmf.model import MatrixFactorization
+
+
+class MFLitModule(L.LightningModule):
+    """Trains a :class:`MatrixFactorization` with one of :data:`recmf.losses.LOSSES`.
+
+    Args:
+        model: The torch model (kept apart from Lightning so it loads without it).
+        loss: ``softmax`` (user-batched, full catalogue), ``bpr``, ``bce`` or ``mse``.
+        lr: Adam learning rate.
+        reg: L2 penalty on the embedding rows a step touches, per positive pair.
+        k: Cut-off of the validation metrics; ``val/ndcg_at_{k}`` drives early stopping.
+        log_prefix: Namespace of the logged training loss (``train/loss``, ``refit/loss``).
+    """
+
+    def __init__(
+        self,
+        model: MatrixFactorization,
+        loss: str,
+        lr: float,
+        reg: float,
+        k: int,
+        log_prefix: str = "train",
+    ):
+        super().__init__()
+        if loss not in losses.LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
+        self.model, self.loss_name, self.lr, self.reg, self.k = model, loss, lr, reg, k
+        self.log_prefix = log_prefix
+        self.monitor = f"val/ndcg_at_{k}"
+        self._val_acc: MetricAccumulator | None = None
+
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        dm.to(self.device, self.trainer.global_rank, self.trainer.world_size)
+
+    def _l2(self, users: torch.Tensor, items: torch.Tensor, n_pairs: int) -> torch.Tensor:
+        if not self.reg:
+            return torch.zeros((), device=self.device)
+        p = self.model.user_emb(users)
+        q = self.model.item_emb(items)
+        return self.reg * (p.pow(2).sum() + q.pow(2).sum()) / n_pairs
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        m = self.model
+        if self.loss_name == "softmax":
+            users, rows, cols = batch["users"], batch["rows"], batch["cols"]
+            loss = losses.softmax_loss(m.score_all(users), rows, cols)
+            loss = loss + self._l2(users[rows], cols, len(rows))
+            n = len(rows)
+        else:
+            users, items = batch["users"], batch["items"]
+            pos = m(users, items)
+            if self.loss_name == "mse":
+                loss = losses.mse_loss(pos, batch["ratings"])
+                loss = loss + self._l2(users, items, len(users))
+            else:
+                neg_items = batch["negatives"]  # (B, n_neg)
+                neg = m(users.unsqueeze(1).expand_as(neg_items), neg_items)
+                fn = losses.bpr_loss if self.loss_name == "bpr" else losses.bce_loss
+                loss = fn(pos, neg) + self._l2(users, items, len(users))
+            n = len(users)
+        self.log(f"{self.log_prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_acc = MetricAccumulator([self.k], self.model.n_items, self.device)
+
+    def validation_step(self, users: torch.Tensor, batch_idx: int) -> None:
+        dm = self.trainer.datamodule
+        for chunk, top, _ in topk_chunks(self.model.score_all, users, dm.train_items, self.k):
+            self._val_acc.add(chunk, top, dm.val_items, dm.train_items)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self._val_acc.result()
+        for name in ("ndcg", "precision", "recall"):
+            key = f"{name}_at_{self.k}"
+            self.log(f"val/{key}", result[key], prog_bar=name == "ndcg", sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)

@@ -1,0 +1,65 @@
+"""The dot-product matrix factorization, a plain ``nn.Module`` that knows nothing of Lightning."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MatrixFactorization(nn.Module):
+    """score(u, i) = <p_u, q_i> + b_i + b_u + b, with the biases optional.
+
+    Args:
+        n_users: Rows of the user table.
+        n_items: Rows of the item table.
+        latent_dim: Embedding width.
+        use_bias: Learn user, item and global biases.
+        init_std: Standard deviation of the normal initialisation of the embeddings.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        latent_dim: int,
+        use_bias: bool = True,
+        init_std: float = 0.1,
+    ):
+        super().__init__()
+        self.n_users, self.n_items, self.latent_dim = n_users, n_items, latent_dim
+        self.use_bias = use_bias
+        self.user_emb = nn.Embedding(n_users, latent_dim)
+        self.item_emb = nn.Embedding(n_items, latent_dim)
+        nn.init.normal_(self.user_emb.weight, std=init_std)
+        nn.init.normal_(self.item_emb.weight, std=init_std)
+        if use_bias:
+            self.user_bias = nn.Embedding(n_users, 1)
+            self.item_bias = nn.Embedding(n_items, 1)
+            nn.init.zeros_(self.user_bias.weight)
+            nn.init.zeros_(self.item_bias.weight)
+            self.global_bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        """Scores of aligned (user, item) pairs, shape (B,)."""
+        score = (self.user_emb(user_idx) * self.item_emb(item_idx)).sum(-1)
+        if self.use_bias:
+            score = score + self.user_bias(user_idx).squeeze(-1)
+            score = score + self.item_bias(item_idx).squeeze(-1) + self.global_bias
+        return score
+
+    def score_all(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """Scores of the given users against every item, shape (B, n_items)."""
+        scores = self.user_emb(user_idx) @ self.item_emb.weight.T  # (B, n_items)
+        if self.use_bias:
+            scores = scores + self.item_bias.weight.T
+            scores = scores + self.user_bias(user_idx) + self.global_bias
+        return scores
+
+    def hparams(self) -> dict:
+        """Constructor arguments, to rebuild the module from saved weights."""
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "latent_dim": self.latent_dim,
+            "use_bias": self.use_bias,
+        }

@@ -1,0 +1,55 @@
+"""Per-user item lists as CSR tensors: what evaluation masks and what it compares against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class UserItems:
+    """Items of each user in CSR form: ``indices[indptr[u]:indptr[u + 1]]`` are user u's items."""
+
+    indptr: torch.Tensor  # (n_users + 1,) int64
+    indices: torch.Tensor  # (nnz,) int64, item_idx sorted within each user
+
+    @classmethod
+    def from_pairs(cls, user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> UserItems:
+        """Build from aligned (user, item) arrays; duplicate pairs are kept once."""
+        order = np.lexsort((item_idx, user_idx))
+        u, i = np.asarray(user_idx)[order], np.asarray(item_idx)[order]
+        if len(u):
+            keep = np.ones(len(u), dtype=bool)
+            keep[1:] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+            u, i = u[keep], i[keep]
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+        return cls(torch.from_numpy(indptr), torch.from_numpy(i.astype(np.int64)))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def counts(self) -> torch.Tensor:
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def to(self, device: torch.device | str) -> UserItems:
+        return UserItems(self.indptr.to(device), self.indices.to(device))
+
+    def rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened (row-in-batch, item) pairs of the given users, without a Python loop."""
+        start = self.indptr[users]
+        counts = self.indptr[users + 1] - start
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        first = torch.cumsum(counts, 0) - counts  # offset of each user's first pair in the output
+        offsets = torch.arange(len(rows), device=users.device) - first[rows]
+        return rows, self.indices[start[rows] + offsets]
+
+    def dense(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """A (len(users), n_items) boolean mask; callers keep ``users`` to a bounded chunk."""
+        mask = torch.zeros(len(users), n_items, dtype=torch.bool, device=users.device)
+        rows, cols = self.rows(users)
+        mask[rows, cols] = True
+        return mask

@@ -1,0 +1,73 @@
+"""Per-user temporal split: the last part of each user's history is held out, by time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recmf.interactions import Interactions
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train, validation and test interactions over one vocabulary."""
+
+    train: Interactions
+    val: Interactions
+    test: Interactions
+    dropped_val: int  # validation rows whose item never occurs in train
+    dropped_test: int  # test rows whose item never occurs in train
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": len(self.test),
+            "dropped_val": self.dropped_val,
+            "dropped_test": self.dropped_test,
+        }
+
+
+def temporal_split(
+    data: Interactions, test_fraction: float = 0.2, val_fraction: float = 0.2
+) -> Split:
+    """Hold out the latest interactions of every user.
+
+    Each user's rows are sorted by (time, item). The last ``floor(test_fraction * n)`` go to test,
+    then the last ``floor(val_fraction * rest)`` of the remainder to validation, so a user with
+    fewer than ``1 / test_fraction`` interactions keeps them all in train. Validation and test items
+    never seen in train are dropped and counted: no
+    model can rank an item it never trained an embedding for.
+
+    Args:
+        data: All interactions.
+        test_fraction: Share of each user's history held out for test.
+        val_fraction: Share of the remaining history held out for validation.
+    """
+    if not (0.0 <= test_fraction < 1.0 and 0.0 <= val_fraction < 1.0):
+        raise ValueError(f"split fractions must be in [0, 1), got {test_fraction}, {val_fraction}")
+    n = len(data)
+    order = np.lexsort((data.item_idx, data.timestamp, data.user_idx))
+    users = data.user_idx[order]
+    counts = np.bincount(users, minlength=data.n_users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    from_end = counts[users] - 1 - (np.arange(n) - starts[users])  # 0 = the user's latest row
+    n_test = np.floor(counts * test_fraction + 1e-9).astype(np.int64)
+    n_val = np.floor((counts - n_test) * val_fraction + 1e-9).astype(np.int64)
+    is_test = from_end < n_test[users]
+    is_val = ~is_test & (from_end < (n_test + n_val)[users])
+    train_rows = order[~is_test & ~is_val]
+    val_rows, test_rows = order[is_val], order[is_test]
+
+    seen = np.zeros(data.n_items, dtype=bool)
+    seen[data.item_idx[train_rows]] = True
+    keep_val = seen[data.item_idx[val_rows]]
+    keep_test = seen[data.item_idx[test_rows]]
+    return Split(
+        train=data.subset(train_rows),
+        val=data.subset(val_rows[keep_val]),
+        test=data.subset(test_rows[keep_test]),
+        dropped_val=int((~keep_val).sum()),
+        dropped_test=int((~keep_test).sum()),
+    )

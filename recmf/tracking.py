@@ -1,0 +1,147 @@
+"""MLflow plumbing: the run's logger, safe parameters, and finding a training run's bundle.
+
+MLflow is imported inside the functions: it costs about 2.5 s and not every path needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recmf.errors import RunNotFoundError
+
+log = logging.getLogger(__name__)
+
+KIND_TAG = "recmf_kind"  # "train" on training runs
+BUNDLE_TAG = "recmf_bundle"  # "1" once a run's bundle is fully logged
+
+
+def hide_password(url: str | None) -> str | None:
+    """The URL with any password replaced by ``***``; non-URLs pass through unchanged."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable url>"
+
+
+def safe_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, with the database password hidden."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(data.get("db"), dict):
+        data["db"]["url"] = hide_password(data["db"].get("url"))
+    data.pop("hydra", None)
+    return data
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def make_logger(logger_cfg: DictConfig, tags: dict[str, str]):
+    """An MLFlowLogger whose run stays open until :func:`finish_run` (Lightning ends it per fit)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class _RunLogger(MLFlowLogger):
+        def finalize(self, status: str = "success") -> None:  # recmf closes the run itself
+            pass
+
+    return _RunLogger(
+        experiment_name=logger_cfg.experiment_name,
+        run_name=logger_cfg.run_name,
+        tracking_uri=logger_cfg.tracking_uri,
+        tags=tags,
+    )
+
+
+def finish_run(logger, ok: bool) -> None:
+    logger.experiment.set_terminated(logger.run_id, "FINISHED" if ok else "FAILED")
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def find_training_run(logger_cfg: DictConfig, run_id: str | None = None):
+    """The given training run, or the latest finished one that has a bundle."""
+    import mlflow.exceptions
+
+    client = _client(logger_cfg.tracking_uri)
+    uri = logger_cfg.tracking_uri
+    if run_id:
+        try:
+            run = client.get_run(str(run_id))
+        except mlflow.exceptions.MlflowException:
+            raise RunNotFoundError(
+                f"no MLflow run with id {run_id!r} in tracking store {uri!r}. Run ids are printed "
+                "by `python scripts/train.py`; `mlflow ui` lists them, or leave run_id unset to "
+                "use the latest training run."
+            ) from None
+        if run.data.tags.get(BUNDLE_TAG) != "1":
+            raise RunNotFoundError(
+                f"run {run_id!r} is not a finished recmf training run with a model bundle (status "
+                f"{run.info.status}); pass the id of a training run, or leave run_id unset."
+            )
+        return run
+    experiment = client.get_experiment_by_name(logger_cfg.experiment_name)
+    runs = []
+    if experiment is not None:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.{BUNDLE_TAG} = '1' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    if not runs:
+        raise RunNotFoundError(
+            f"no finished training run in experiment {logger_cfg.experiment_name!r} of tracking "
+            f"store {uri!r}. Train one first: `python scripts/train.py` (run from the directory "
+            "that holds mlflow.db, or set MLFLOW_TRACKING_URI)."
+        )
+    return runs[0]
+
+
+def download_bundle(logger_cfg: DictConfig, run_id: str) -> Path:
+    """Local path of a run's ``bundle`` artifact directory (local stores copy nothing large)."""
+    import mlflow.artifacts
+
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="bundle", tracking_uri=logger_cfg.tracking_uri
+    )
+    return Path(path)
+
+
+def log_metrics(logger_cfg: DictConfig, run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    client = _client(logger_cfg.tracking_uri)
+    for start in range(0, len(batch), 500):  # MLflow's per-batch limit is 1000 metrics
+        client.log_batch(run_id, metrics=batch[start : start + 500])
+
+
+def log_artifacts(logger_cfg: DictConfig, run_id: str, local_dir: Path, artifact_path: str):
+    _client(logger_cfg.tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def set_tag(logger_cfg: DictConfig, run_id: str, key: str, value: str) -> None:
+    _client(logger_cfg.tracking_uri).set_tag(run_id, key, value)

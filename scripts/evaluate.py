@@ -1,0 +1,27 @@
+"""Evaluate a training run on its saved test split and log the metrics and a report to it.
+
+Usage:
+    python scripts/evaluate.py                     # the latest finished training run
+    python scripts/evaluate.py run_id=<id> ks=[5,10,20]
+    python scripts/evaluate.py k=10
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from recmf import cli
+
+
+@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from recmf.pipeline import evaluate
+
+    result = cli.run(lambda: evaluate(cfg))
+    print(
+        f"run {result.run_id}: test metrics over {result.n_users} users "
+        f"(report: {result.report_path})\n{result.table()}"
+    )
+
+
+if __name__ == "__main__":
+    main()

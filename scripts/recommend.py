@@ -1,0 +1,29 @@
+"""Top-K items for one or several users, excluding what they already have in the store.
+
+Usage:
+    python scripts/recommend.py user=U1
+    python scripts/recommend.py user=[U1,U2] k=5 format=json
+    python scripts/recommend.py user=U1 run_id=<id>      # or model=path/to/bundle
+    python scripts/recommend.py list_users=true
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from recmf import cli
+
+
+@hydra.main(config_path="../configs", config_name="recommend", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from recmf import pipeline
+    from recmf.recommender import format_table, to_json
+
+    if cfg.list_users:
+        print("\n".join(cli.run(lambda: pipeline.list_users(cfg))))
+        return
+    recs = cli.run(lambda: pipeline.recommend(cfg))
+    print(to_json(recs) if cfg.format == "json" else format_table(recs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from recmf.bundle import Bundle
+from recmf.datamodule import InteractionsDataModule
+from recmf.evaluation import evaluate_ranking, popularity_scores, topk_chunks
+from recmf.lit_module import MFLitModule
+from recmf.model import MatrixFactorization
+from recmf.recommender import Recommender
+from recmf.sparse import UserItems
+from tests.checkerboard import checkerboard
+
+
+def test_forward_equals_score_all_column():
+    torch.manual_seed(0)
+    m = MatrixFactorization(7, 11, 4)
+    torch.nn.init.normal_(m.item_bias.weight)
+    torch.nn.init.normal_(m.user_bias.weight)
+    users = torch.tensor([0, 3, 6])
+    all_scores = m.score_all(users)
+    for row, u in enumerate(users):
+        pair = m(u.repeat(11), torch.arange(11))
+        assert torch.allclose(pair, all_scores[row], atol=1e-6)
+
+
+def test_user_items_rows_match_python_loop():
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 9, 60), rng.integers(0, 13, 60)
+    ui = UserItems.from_pairs(u, i, 9)
+    users = torch.tensor([4, 0, 8, 4])
+    rows, cols = ui.rows(users)
+    got = sorted(zip(rows.tolist(), cols.tolist(), strict=True))
+    want = sorted((r, c) for r, user in enumerate(users.tolist()) for c in set(i[u == user]))
+    assert got == want
+
+
+def test_evaluation_chunked_equals_one_chunk_and_excludes_items():
+    rng = np.random.default_rng(1)
+    n_users, n_items = 30, 25
+    emb = torch.randn(n_users, n_items)
+    score = lambda users: emb[users]  # noqa: E731
+    seen = UserItems.from_pairs(
+        rng.integers(0, n_users, 200), rng.integers(0, n_items, 200), n_users
+    )
+    truth = UserItems.from_pairs(
+        rng.integers(0, n_users, 80), rng.integers(0, n_items, 80), n_users
+    )
+    a, na = evaluate_ranking(score, truth, seen, [5, 10], n_items, chunk_size=4)
+    b, nb = evaluate_ranking(score, truth, seen, [5, 10], n_items, chunk_size=1000)
+    assert na == nb > 0
+    assert a == pytest.approx(b)
+    for users, top, _ in topk_chunks(score, torch.arange(n_users), seen, 10, chunk_size=7):
+        for row, u in enumerate(users.tolist()):
+            excluded = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+            assert not excluded & set(top[row].tolist())
+
+
+def test_popularity_ranks_by_count():
+    score = popularity_scores(torch.tensor([2, 2, 2, 0, 0, 1]), 4)
+    assert score(torch.tensor([0])).argsort(descending=True)[0].tolist()[:3] == [2, 0, 1]
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_checkerboard_top1_is_the_withheld_item(loss, tmp_path):
+    split = checkerboard(20)
+    L.seed_everything(0, verbose=False)
+    model = MatrixFactorization(20, 20, latent_dim=8, init_std=0.1)
+    lit = MFLitModule(model, loss, lr=0.1, reg=0.0, k=1)
+    batch = 4 if loss == "softmax" else 32
+    dm = InteractionsDataModule(split, loss, batch, n_negatives=4, seed=0)
+    trainer = L.Trainer(
+        max_epochs=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    trainer.fit(lit, dm)
+    bundle = Bundle.from_model(model, split.train.vocab, split, {"loss": loss})
+    history = {
+        f"U{u}": [f"I{i}" for i in split.train.item_idx[split.train.user_idx == u]]
+        for u in range(20)
+    }
+    recs = Recommender(bundle).recommend([f"U{u}" for u in range(20)], 1, history)
+    assert [r.items[0].item_id for r in recs] == [f"I{u}" for u in range(20)]
+
+
+def test_batches_are_the_same_on_every_pass_for_a_seed():
+    split = checkerboard(10)
+    a = InteractionsDataModule(split, "bpr", 8, 2, seed=3).train_dataloader()
+    b = InteractionsDataModule(split, "bpr", 8, 2, seed=3).train_dataloader()
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x["users"], y["users"]) and torch.equal(x["negatives"], y["negatives"])
+    covered = torch.cat([batch["items"] for batch in a])  # second pass: a new permutation
+    assert len(covered) == len(split.train)

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from recmf.interactions import Interactions, Vocab
+from recmf.split import temporal_split
+
+
+def make(users, items, times):
+    n_users, n_items = max(users) + 1, max(items) + 1
+    vocab = Vocab(
+        [f"U{i}" for i in range(n_users)], [f"I{i}" for i in range(n_items)], [""] * n_items
+    )
+    n = len(users)
+    return Interactions(
+        np.array(users), np.array(items), np.full(n, np.nan, np.float32), np.array(times), vocab
+    )
+
+
+def test_split_holds_out_each_users_latest_interactions():
+    # user 0: 10 interactions at times 0..9 on items 0..9 (given shuffled)
+    # user 1 has every item in its train part, so no held-out item is unseen in train
+    rng = np.random.default_rng(0)
+    order = rng.permutation(10)
+    data = make(
+        [1] * 20 + [0] * 10, list(range(10)) * 2 + list(order), list(range(20)) + list(order + 100)
+    )
+    s = temporal_split(data, 0.2, 0.25)
+    u0 = s.test.user_idx == 0
+    assert sorted(s.test.timestamp[u0]) == [108, 109]  # floor(0.2 * 10) = 2 latest
+    assert sorted(s.val.timestamp[s.val.user_idx == 0]) == [106, 107]  # floor(0.25 * 8) = 2
+    assert sorted(s.train.timestamp[s.train.user_idx == 0]) == list(range(100, 106))
+    assert s.dropped_test == s.dropped_val == 0
+
+
+def test_split_sizes_add_up_and_parts_are_disjoint():
+    rng = np.random.default_rng(1)
+    n = 2000
+    users = rng.integers(0, 50, n)
+    items = rng.integers(0, 30, n)
+    times = rng.integers(0, 10_000, n)
+    data = make(list(users), list(items), list(times))
+    s = temporal_split(data)
+    assert len(s.train) + len(s.val) + len(s.test) + s.dropped_val + s.dropped_test == n
+    for u in range(50):  # no leakage: every held-out row is no earlier than the user's train rows
+        tr = s.train.timestamp[s.train.user_idx == u]
+        te = s.test.timestamp[s.test.user_idx == u]
+        if len(tr) and len(te):
+            assert te.min() >= tr.max()
+
+
+def test_split_breaks_time_ties_by_item_and_is_deterministic():
+    data = make([0] * 5 + [1] * 5, [4, 3, 2, 1, 0] * 2, [7] * 5 + [0, 1, 2, 3, 4])
+    a, b = temporal_split(data, 0.2, 0.0), temporal_split(data, 0.2, 0.0)
+    assert a.test.item_idx[a.test.user_idx == 0].tolist() == [4]  # largest item id is "last"
+    assert b.test.item_idx.tolist() == a.test.item_idx.tolist()
+    assert a.train.item_idx.tolist() == b.train.item_idx.tolist()
+
+
+def test_split_drops_and_counts_items_unseen_in_train():
+    # item 9 only ever appears as user 0's latest interaction; user 1's latest, item 0, is known
+    data = make([0] * 5 + [1] * 5, [0, 1, 2, 3, 9, 1, 2, 3, 4, 0], list(range(10)))
+    s = temporal_split(data, 0.2, 0.0)
+    assert s.dropped_test == 1
+    assert s.test.item_idx.tolist() == [0]
+    assert s.test.user_idx.tolist() == [1]
+
+
+def test_split_rejects_bad_fractions():
+    data = make([0], [0], [0])
+    with pytest.raises(ValueError):
+        temporal_split(data, 1.0, 0.1)
