@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from recmf.errors import ConfigError
-from recmf.losses import LOSSES
+
+LOSSES = ("softmax", "bpr", "bce", "mse")  # kept here, torch-free, so checks import fast
+USER_BATCHED = ("softmax",)  # losses trained on chunks of users against the whole catalogue
 
 
 def positive_int(name: str, value: Any, hint: str = "") -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def _fit(cfg, split, logger, callbacks, max_epochs, prefix, enable_val):
     lit = MFLitModule(model, m.loss, lr=m.lr, reg=m.reg, k=cfg.k, log_prefix=prefix)
     batch = m.user_batch_size if m.loss == "softmax" else m.batch_size
     dm = InteractionsDataModule(split, m.loss, batch, m.n_negatives, seed=cfg.seed)
-    extra = {} if enable_val else {"limit_val_batches": 0}
+    # the refit phase neither validates nor needs Lightning's default checkpoint in the cwd
+    extra = {} if enable_val else {"limit_val_batches": 0, "enable_checkpointing": False}
     trainer = hydra.utils.instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, max_epochs=max_epochs, **extra
     )
@@ -123,6 +125,10 @@ def train(cfg: DictConfig) -> TrainResult:
         )
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # its per-fit banners and tips
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning-internal deprecation
 
     logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"})
     ok = False
@@ -184,7 +190,8 @@ def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
     if cfg.get("model"):
         return Bundle.load(cfg.model), None
     run = tracking.find_training_run(cfg.logger, cfg.get("run_id"))
-    return Bundle.load(tracking.download_bundle(cfg.logger, run.info.run_id)), run.info.run_id
+    path = tracking.download_bundle(cfg.logger, run.info.run_id, run.info.artifact_uri)
+    return Bundle.load(path), run.info.run_id
 
 
 def to_yaml(cfg: DictConfig) -> str:

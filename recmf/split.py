@@ -36,9 +36,10 @@ def temporal_split(
 
     Each user's rows are sorted by (time, item). The last ``floor(test_fraction * n)`` go to test,
     then the last ``floor(val_fraction * rest)`` of the remainder to validation, so a user with
-    fewer than ``1 / test_fraction`` interactions keeps them all in train. Validation and test items
-    never seen in train are dropped and counted: no
-    model can rank an item it never trained an embedding for.
+    fewer than ``1 / test_fraction`` interactions keeps them all in train. Validation and test
+    items never seen in train are dropped and counted: no model ranks an item it never trained an
+    embedding for (validation keeps only such items, so a refit on train + validation knows the
+    same items).
 
     Args:
         data: All interactions.

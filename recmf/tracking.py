@@ -6,6 +6,7 @@ MLflow is imported inside the functions: it costs about 2.5 s and not every path
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,17 @@ def find_training_run(logger_cfg: DictConfig, run_id: str | None = None):
     return runs[0]
 
 
-def download_bundle(logger_cfg: DictConfig, run_id: str) -> Path:
-    """Local path of a run's ``bundle`` artifact directory (local stores copy nothing large)."""
+def download_bundle(logger_cfg: DictConfig, run_id: str, artifact_uri: str | None = None) -> Path:
+    """Local path of a run's ``bundle`` artifact folder; a local artifact store is read in place."""
+    from urllib.parse import unquote, urlparse
+
+    if artifact_uri:
+        parsed = urlparse(artifact_uri)
+        if parsed.scheme in ("", "file"):
+            local = Path(unquote(parsed.path)) / "bundle"
+            if local.is_dir():
+                return local
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
 
     path = mlflow.artifacts.download_artifacts(

@@ -1,0 +1,152 @@
+"""End to end through the real scripts: train -> evaluate -> recommend, and user mistakes."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "dataset.n_users=60",
+    "dataset.n_items=40",
+    "dataset.n_interactions=1500",
+    "latent_dim=8",
+    "trainer.max_epochs=4",
+    "patience=2",
+    "refit=false",
+]
+
+
+def _run(script: str, args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(pg_url, tmp_path_factory):
+    """One tiny training run through scripts/train.py, shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("e2e")
+    schema = f"e2e_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+        "RECMF_DATABASE_URL": pg_url,
+    }
+    proc = _run("train.py", [f"db.schema={schema}", *TINY], cwd, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = proc.stdout.strip().splitlines()[-1].split()[1].rstrip(":")
+    log = proc.stdout + proc.stderr
+    return {"cwd": cwd, "env": env, "schema": schema, "run_id": run_id, "log": log}
+
+
+def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
+    assert "is empty: ingesting dataset=synthetic" in trained["log"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    run = client.get_run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.schema"] == trained["schema"]
+    assert int(run.data.params["data.n_interactions"]) > 1000
+    assert "val/ndcg_at_10" in run.data.metrics and "train/loss" in run.data.metrics
+    history = client.get_metric_history(trained["run_id"], "val/ndcg_at_10")
+    assert len(history) >= 2  # one value per epoch
+    artifacts = {a.path for a in client.list_artifacts(trained["run_id"])}
+    assert {"bundle", "checkpoints"} <= artifacts
+
+
+def test_evaluate_logs_metrics_matching_training(trained):
+    proc = _run("evaluate.py", [], trained["cwd"], trained["env"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "P@10" in proc.stdout and trained["run_id"] in proc.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    metrics = client.get_run(trained["run_id"]).data.metrics
+    for key in (
+        "test/precision_at_5",
+        "test/recall_at_20",
+        "test/ndcg_at_10",
+        "baseline/precision_at_10",
+        "test/coverage_at_10",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert "report" in {a.path for a in client.list_artifacts(trained["run_id"])}
+    # the bundle reproduces the validation score that selected the epoch during training
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            "evaluate",
+            [
+                f"logger.tracking_uri={trained['env']['MLFLOW_TRACKING_URI']}",
+                f"run_id={trained['run_id']}",
+                "ks=[10]",
+                f"report_dir={trained['cwd'] / 'reports'}",
+            ],
+        )
+    from recmf.pipeline import evaluate
+
+    result = evaluate(cfg)
+    assert result.val_metrics["ndcg_at_10"] == pytest.approx(
+        metrics["best_val_ndcg_at_10"], abs=1e-6
+    )
+
+
+def test_recommend_json_excludes_what_the_user_has(trained):
+    proc = _run(
+        "recommend.py", ["user=[U1,U2]", "k=5", "format=json"], trained["cwd"], trained["env"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = json.loads(proc.stdout)
+    assert [r["user_id"] for r in recs] == ["U1", "U2"]
+    from recmf.store import FeatureStore
+
+    db = OmegaConf.create(
+        {
+            "url": trained["env"]["RECMF_DATABASE_URL"],
+            "schema": trained["schema"],
+            "data_dir": ".recmf/pgdata",
+        }
+    )
+    with FeatureStore.open(db) as store:
+        history = store.user_history(["U1", "U2"])
+    for r in recs:
+        items = [i["item_id"] for i in r["items"]]
+        assert len(items) == 5 and len(set(items)) == 5
+        assert not set(items) & set(history[r["user_id"]])
+        scores = [i["score"] for i in r["items"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("recommend.py", ["user=NOBODY"], "NOBODY"),
+        ("recommend.py", ["user=U1", "k=0"], "k must be a positive whole number"),
+        ("recommend.py", ["user=U1", "k=abc"], "'abc'"),
+        ("evaluate.py", ["run_id=0123456789abcdef"], "no MLflow run with id"),
+    ],
+)
+def test_user_mistakes_get_a_message_and_exit_code_2(trained, script, args, expected):
+    proc = _run(script, args, trained["cwd"], trained["env"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_without_any_training_run_says_so(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = _run("evaluate.py", [], tmp_path, env)
+    assert proc.returncode == 2
+    assert "no finished training run" in proc.stderr and "Traceback" not in proc.stderr
