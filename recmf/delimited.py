@@ -1,0 +1,244 @@
+"""Delimited files read into validated columns, with errors that name the file and line.
+
+pyarrow's CSV reader parses millions of rows per second on one core, keeps every field a string
+(ids stay verbatim: ``"007"`` is not 7), rejects rows with the wrong number of fields, and skips
+a UTF-8 byte order mark. Values are then checked column by column, vectorised; only when a check
+fails do we go back to the file to turn the row into a 1-based line number (counting the header
+line and blank lines; a quoted value spanning several lines counts as one).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from recmf.errors import ConfigError
+from recmf.store.errors import DataFormatError
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+@dataclass
+class Columns:
+    """The requested columns of a delimited file, as pyarrow string arrays, by role."""
+
+    path: Path
+    header: bool
+    values: dict[str, pa.Array]  # role -> (n,) string array
+    n_rows: int
+
+    def line(self, row: int) -> int:
+        """1-based line number in the file of data row ``row`` (0-based)."""
+        return physical_line(self.path, row + 1 + int(self.header))
+
+    def fail(self, row: int, problem: str) -> DataFormatError:
+        return DataFormatError(self.path, problem, line=self.line(row))
+
+
+def physical_line(path: Path, record: int) -> int:
+    """Line number of the ``record``-th non-blank line (pyarrow skips blank lines when counting)."""
+    seen = 0
+    with open(path, "rb") as f:
+        for lineno, text in enumerate(f, 1):
+            if text in (b"\n", b"\r\n", b"\r"):
+                continue
+            seen += 1
+            if seen == record:
+                return lineno
+    return record
+
+
+def read_columns(
+    path: str | Path,
+    *,
+    sep: str,
+    header: bool,
+    columns: dict[str, str | int],
+    encoding: str = "utf-8",
+    quoting: bool = True,
+    expected: str = "",
+) -> Columns:
+    """Read the columns named (``header``) or numbered from 0 (no header) in ``columns``.
+
+    Args:
+        path: the delimited file.
+        sep: field separator, one character.
+        header: whether line 1 names the columns.
+        columns: role (e.g. ``"user"``) -> column name or 0-based position.
+        encoding: text encoding of the file.
+        quoting: whether ``"`` quotes fields (off for formats like MovieLens' ``u.item``).
+        expected: a phrase describing the expected file, used in error messages.
+    """
+    path = Path(path).expanduser()
+    what = f"; expected {expected}" if expected else ""
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "file not found"
+        raise DataFormatError(path, f"{problem}{what}")
+    if len(sep) != 1:
+        raise ConfigError(f"separator {sep!r} for {path} must be exactly one character")
+    names = _first_row(path, sep, encoding, quoting)
+    if names is None:
+        raise DataFormatError(path, f"the file is empty{what}")
+    wanted = _column_names(path, names, header, columns, sep)
+    bad: list[tuple[int, int, int, str]] = []
+
+    def on_bad_row(row: pacsv.InvalidRow) -> str:
+        if not bad:
+            bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False,  # row numbers of bad rows are only known single-threaded
+                encoding=encoding,
+                autogenerate_column_names=not header,
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep,
+                quote_char='"' if quoting else False,
+                newlines_in_values=quoting,
+                invalid_row_handler=on_bad_row,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(dict.fromkeys(wanted.values())),
+                column_types={name: pa.string() for name in wanted.values()},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataFormatError(
+            path, f"cannot be read as {encoding} delimited text ({exc}){what}"
+        ) from None
+    if bad:
+        number, n_expected, n_actual, text = bad[0]
+        raise DataFormatError(
+            path,
+            f"expected {n_expected} fields separated by {sep!r} (as on line 1), "
+            f"found {n_actual}: {text[:100]!r}",
+            line=physical_line(path, number) if number is not None and number > 0 else None,
+        )
+    if table.num_rows == 0:
+        raise DataFormatError(
+            path, f"has no data rows{' after the header' if header else ''}{what}"
+        )
+    values = {role: table.column(name).combine_chunks() for role, name in wanted.items()}
+    return Columns(path=path, header=header, values=values, n_rows=table.num_rows)
+
+
+def _first_row(path: Path, sep: str, encoding: str, quoting: bool) -> list[str] | None:
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    with open(path, encoding=enc, errors="replace", newline="") as f:
+        quote = {} if quoting else {"quoting": csv.QUOTE_NONE}
+        for row in csv.reader(f, delimiter=sep, **quote):
+            if row:  # blank lines before the first row are skipped, as pyarrow does
+                return row
+    return None
+
+
+def _column_names(
+    path: Path, names: list[str], header: bool, columns: dict[str, str | int], sep: str
+) -> dict[str, str]:
+    """Role -> the column name pyarrow will use; errors name what line 1 offers."""
+    out = {}
+    for role, col in columns.items():
+        if header:
+            if str(col) not in names:
+                raise DataFormatError(
+                    path,
+                    f"has no column {str(col)!r} for the {role}; the header has "
+                    f"{names!r} (separator {sep!r}). Set dataset.columns.{role} to one of "
+                    "them, or header=false and 0-based positions",
+                    line=1,
+                )
+            out[role] = str(col)
+        else:
+            if isinstance(col, bool) or not isinstance(col, int) or not 0 <= col < len(names):
+                raise DataFormatError(
+                    path,
+                    f"column {col!r} for the {role} is not a 0-based position among the "
+                    f"{len(names)} fields of line 1 (separator {sep!r}); with header=false "
+                    "give positions such as 0, 1, 2",
+                    line=1,
+                )
+            out[role] = f"f{col}"
+    return out
+
+
+def id_column(cols: Columns, role: str) -> np.ndarray:
+    """Verbatim string ids as an object array; an empty id is an error."""
+    encoded = pc.dictionary_encode(cols.values[role])
+    uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
+    empty = np.flatnonzero(uniques == "")
+    if len(empty):
+        row = int(np.flatnonzero(encoded.indices.to_numpy() == empty[0])[0])
+        raise cols.fail(row, f"the {role} id is empty; expected a non-empty {role} id")
+    # Index the few unique strings: the (n,) array shares their str objects, cheap to build.
+    return uniques[encoded.indices.to_numpy()]
+
+
+def title_column(cols: Columns, id_role: str = "item", role: str = "title") -> dict[str, str]:
+    """``{id: title}`` from an id column and a title column (later lines win)."""
+    ids = id_column(cols, id_role).tolist()
+    titles = cols.values[role].to_numpy(zero_copy_only=False).tolist()
+    return dict(zip(ids, titles, strict=True))
+
+
+def rating_column(cols: Columns, role: str = "rating") -> np.ndarray:
+    """float64 ratings; an empty field is NaN (no rating), a non-number is an error."""
+    text = pc.utf8_trim_whitespace(cols.values[role])
+    empty = pc.equal(text, "")
+    try:
+        values = pc.cast(pc.if_else(empty, None, text), pa.float64())
+    except pa.ArrowInvalid:
+        ok = np.array([t == "" or bool(_NUMBER.match(t)) for t in text.to_pylist()])
+        row = int(np.flatnonzero(~ok)[0])
+        raise cols.fail(
+            row, f"rating {text[row].as_py()!r} is not a number; expected e.g. 4 or 3.5, or empty"
+        ) from None
+    out = values.to_numpy(zero_copy_only=False)
+    return np.asarray(out, dtype=np.float64)
+
+
+def time_column(cols: Columns, role: str = "time") -> np.ndarray:
+    """int64 unix seconds from integer seconds or ISO 8601 text (naive times are UTC).
+
+    The first data row decides which of the two the column holds.
+    """
+    import pandas as pd
+
+    arrow_text = pc.utf8_trim_whitespace(cols.values[role])
+    empty = np.flatnonzero(pc.equal(arrow_text, "").to_numpy(zero_copy_only=False))
+    if len(empty):
+        raise cols.fail(int(empty[0]), "the time is empty; expected unix seconds or ISO 8601")
+    if _NUMBER.match(arrow_text[0].as_py()):
+        try:  # the common case, and 30x faster than pandas
+            return pc.cast(arrow_text, pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            pass
+        text = arrow_text.to_numpy(zero_copy_only=False)
+        seconds = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
+        bad = ~np.isfinite(seconds) | (seconds != np.floor(seconds))
+        kind = "integer unix seconds like 964982703 (as on the first data line)"
+    else:
+        text = arrow_text.to_numpy(zero_copy_only=False)
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        bad = np.asarray(parsed.isna())
+        epoch = pd.Timestamp("1970-01-01", tz="UTC")
+        delta = (parsed[~bad] if bad.any() else parsed) - epoch
+        seconds = np.asarray(delta // pd.Timedelta(seconds=1), dtype=np.int64)
+        kind = "an ISO 8601 time like 2024-05-01T12:30:00Z (as on the first data line)"
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise cols.fail(row, f"time {text[row]!r} is not valid; expected {kind}")
+    return np.asarray(seconds, dtype=np.int64)

@@ -1,0 +1,177 @@
+"""Bulk I/O with PostgreSQL's COPY, both ways, in its binary format parsed with numpy.
+
+Binary COPY: a 19-byte header (11-byte signature, int32 flags, int32 extension length and that many
+bytes), then per row an int16 field count and per field an int32 byte length (-1 for NULL) and the
+value, big-endian; then an int16 -1 trailer. When every field is fixed-width and never NULL, every
+row has the same layout, so a structured big-endian dtype reads or writes all rows at once.
+Measured on 2 cores this moves 1-2 M rows/s where ``fetchall`` moves 0.3 M.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+HEADER = SIGNATURE + struct.pack(">ii", 0, 0)  # no OIDs, no header extension
+TRAILER = struct.pack(">h", -1)
+
+# PostgreSQL binary wire types used here, as big-endian numpy dtypes.
+FIXED_TYPES = {"int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8"}
+_STRUCT_TYPES = {"int4": ">i", "int8": ">q", "float4": ">f", "float8": ">d"}
+_NULL_CHUNK = 1 << 20  # rows per pass when dropping the bytes of NULL values
+_READ_CHUNK = 1 << 20  # bytes per read() psycopg2 makes from our buffer on COPY FROM
+
+
+def row_dtype(types: Sequence[str]) -> np.dtype:
+    """Structured dtype of one binary COPY row of fixed-width, non-NULL fields."""
+    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
+    for k, pg_type in enumerate(types):
+        fields += [(f"len{k}", ">i4"), (f"f{k}", FIXED_TYPES[pg_type])]
+    return np.dtype(fields)
+
+
+def encode_fixed(
+    columns: Sequence[np.ndarray],
+    types: Sequence[str],
+    nulls: Sequence[np.ndarray | None] | None = None,
+) -> bytes:
+    """Binary COPY payload for aligned numpy columns of the given PostgreSQL types.
+
+    Args:
+        columns: (n,) arrays, one per field.
+        types: their PostgreSQL types (keys of ``FIXED_TYPES``).
+        nulls: optional (n,) bool masks, per field, of the values to send as NULL.
+    """
+    dtype = row_dtype(types)
+    n = len(columns[0]) if columns else 0
+    rows = np.empty(n, dtype=dtype)
+    rows["n_fields"] = len(types)
+    for k, (col, pg_type) in enumerate(zip(columns, types, strict=True)):
+        assert len(col) == n, "columns must align"
+        rows[f"len{k}"] = np.dtype(FIXED_TYPES[pg_type]).itemsize
+        rows[f"f{k}"] = col
+    masks = [(k, m) for k, m in enumerate(nulls or []) if m is not None and m.any()]
+    if not masks:
+        return HEADER + rows.tobytes() + TRAILER
+    # A NULL is length -1 and no value bytes: mark them, then drop those bytes with a byte mask,
+    # a chunk of rows at a time to bound the mask's memory.
+    for k, mask in masks:
+        rows[f"len{k}"][mask] = -1
+    out = [HEADER]
+    for lo in range(0, n, _NULL_CHUNK):
+        chunk = rows[lo : lo + _NULL_CHUNK]
+        keep = np.ones((len(chunk), dtype.itemsize), dtype=bool)
+        for k, mask in masks:
+            offset, size = dtype.fields[f"f{k}"][1], dtype[f"f{k}"].itemsize
+            keep[mask[lo : lo + _NULL_CHUNK], offset : offset + size] = False
+        out.append(chunk.view(np.uint8).reshape(len(chunk), dtype.itemsize)[keep].tobytes())
+    out.append(TRAILER)
+    return b"".join(out)
+
+
+def decode_fixed(payload: bytes | memoryview, types: Sequence[str]) -> list[np.ndarray]:
+    """Native-endian numpy columns from a binary COPY payload of fixed-width, non-NULL fields."""
+    view = memoryview(payload)
+    if bytes(view[:11]) != SIGNATURE:
+        raise ValueError("not a PostgreSQL binary COPY stream (bad signature)")
+    (ext_len,) = struct.unpack(">i", view[15:19])
+    start = 19 + ext_len
+    if bytes(view[-2:]) != TRAILER:
+        raise ValueError("binary COPY stream is truncated (no trailer)")
+    body = view[start:-2]
+    dtype = row_dtype(types)
+    if len(body) % dtype.itemsize:
+        # A NULL (length -1, no bytes) or a variable-width value shifts the rows; the queries
+        # that use this reader coalesce NULLs, so this is a bug, not bad data.
+        raise ValueError("binary COPY rows are not fixed-width; is a column NULL or text?")
+    rows = np.frombuffer(body, dtype=dtype)
+    if len(rows) and (
+        (rows["n_fields"] != len(types)).any()
+        or any((rows[f"len{k}"] != dtype[f"f{k}"].itemsize).any() for k in range(len(types)))
+    ):
+        raise ValueError("binary COPY rows do not match the expected field layout")
+    return [rows[f"f{k}"].astype(dtype[f"f{k}"].newbyteorder("=")) for k in range(len(types))]
+
+
+def encode_rows(rows: Iterable[Sequence[Any]], types: Sequence[str]) -> bytes:
+    """Binary COPY payload for a few rows mixing ``text`` and fixed types; ``None`` is NULL.
+
+    A Python loop: use it for vocabularies (thousands of rows), not for interactions.
+    """
+    packers = [struct.Struct(_STRUCT_TYPES[t]) if t != "text" else None for t in types]
+    count = struct.pack(">h", len(types))
+    null = struct.pack(">i", -1)
+    out = [HEADER]
+    for row in rows:
+        out.append(count)
+        for value, packer in zip(row, packers, strict=True):
+            if value is None:
+                out.append(null)
+            elif packer is None:
+                data = str(value).encode("utf-8")
+                out.append(struct.pack(">i", len(data)) + data)
+            else:
+                out.append(struct.pack(">i", packer.size) + packer.pack(value))
+    out.append(TRAILER)
+    return b"".join(out)
+
+
+def copy_in(cursor: Any, table_sql: str, columns: Sequence[str], payload: bytes) -> None:
+    """``COPY table (columns) FROM STDIN`` a binary payload through a psycopg2 cursor."""
+    cols = ", ".join(columns)
+    cursor.copy_expert(
+        f"COPY {table_sql} ({cols}) FROM STDIN WITH (FORMAT binary)",
+        io.BytesIO(payload),
+        size=_READ_CHUNK,
+    )
+
+
+def copy_out(cursor: Any, query_sql: str, types: Sequence[str]) -> list[np.ndarray]:
+    """Run ``COPY (query) TO STDOUT`` in binary and return its fixed-width columns."""
+    buf = io.BytesIO()
+    cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT binary)", buf)
+    return decode_fixed(buf.getbuffer(), types)
+
+
+def copy_out_csv(cursor: Any, query_sql: str, types: Sequence[str]) -> list[np.ndarray]:
+    """Run ``COPY (query) TO STDOUT`` as CSV; ``text`` columns come back as str (NULL -> "").
+
+    For ids and titles: CSV quoting keeps commas, quotes and newlines inside values intact.
+    ``types`` are ``"text"`` or ``"int8"`` (never NULL).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()
+    cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT csv)", buf)
+    if buf.tell() == 0:
+        return [np.array([], dtype=object if t == "text" else np.int64) for t in types]
+    names = [f"c{k}" for k in range(len(types))]
+    arrow_types = {
+        n: pa.string() if t == "text" else pa.int64() for n, t in zip(names, types, strict=True)
+    }
+    table = pacsv.read_csv(
+        io.BytesIO(buf.getvalue()),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        # PostgreSQL writes NULL as an unquoted empty field and "" as a quoted one.
+        convert_options=pacsv.ConvertOptions(
+            column_types=arrow_types,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    out = []
+    for name, pg_type in zip(names, types, strict=True):
+        col = table.column(name)
+        if pg_type == "text":
+            out.append(col.fill_null("").to_numpy(zero_copy_only=False))
+        else:
+            out.append(col.to_numpy().astype(np.int64, copy=False))
+    return out

@@ -1,0 +1,53 @@
+"""Errors a user can act on, and URLs rendered without their password."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# Fallback for strings SQLAlchemy cannot parse: hide whatever sits between "user:" and "@".
+_USERINFO_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+
+
+class StoreError(RuntimeError):
+    """A feature-store problem the user can fix: bad URL, unreachable server, bad schema name.
+
+    ``str()`` is one paragraph: what went wrong, what was given (password hidden), what to do.
+    """
+
+
+class DataFormatError(ValueError):
+    """A malformed input file: names the file, the 1-based line, the value and what was expected."""
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, safe to log, print or save."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL still must not leak what looks like a password
+        return _USERINFO_PASSWORD.sub(r"\1***@", str(url))
+
+
+def hide_secret(text: str, url: str | None) -> str:
+    """``text`` with the password of ``url`` (if any) masked, for driver messages we pass on."""
+    if not url:
+        return text
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        match = _USERINFO_PASSWORD.search(url)
+        password = match.group(0)[len(match.group(1)) : -1] if match else None
+    if password:
+        text = text.replace(str(password), "***")
+    return text

@@ -1,0 +1,238 @@
+"""The feature store: interactions, ids and aggregates in PostgreSQL, read back as numpy columns."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from recmf.interactions import Interactions, Vocab
+from recmf.store.copy_io import copy_out, copy_out_csv
+from recmf.store.errors import StoreError, hide_secret, safe_url
+from recmf.store.schema import StoreTables, create_schema, make_tables, validate_schema_name
+from recmf.store.server import EmbeddedServer, connect_engine, data_dir_path, resolve_url
+from recmf.store.snapshot import content_hash
+from recmf.store.writer import IngestResult, write_interactions
+
+if TYPE_CHECKING:
+    from recmf.datasets import RawInteractions
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes a user can act on: connection trouble, no privilege, no such database,
+# server out of resources (disk full). Anything else is a bug and keeps its traceback.
+_USER_SQLSTATES = ("08", "42501", "3D000", "53", "57P")
+
+
+class FeatureStore:
+    """Interactions of one data set, kept in one PostgreSQL schema.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, tables: StoreTables, url_safe: str, server: EmbeddedServer | None
+    ):
+        self._engine = engine
+        self._tables = tables
+        self._server = server
+        self.url_safe = url_safe
+        self.schema = tables.schema
+
+    @classmethod
+    def open(cls, db_cfg: Any) -> FeatureStore:
+        """Connect to ``db_cfg.url`` (or the embedded server) and create the schema if missing.
+
+        Args:
+            db_cfg: has ``url`` (``None``: the embedded server under ``data_dir``), ``schema``
+                and ``data_dir`` (relative to the working directory).
+
+        Raises:
+            StoreError: bad URL or schema name, server unreachable, authentication failed.
+        """
+        schema = validate_schema_name(db_cfg.schema)
+        url, server = resolve_url(db_cfg)
+        engine = None
+        try:
+            data_dir = str(data_dir_path(db_cfg.data_dir)) if server else None
+            engine = connect_engine(url, embedded=server is not None, data_dir=data_dir)
+            store = cls(engine, make_tables(schema), safe_url(url), server)
+            with store._errors("creating the store's tables"), engine.begin() as conn:
+                create_schema(conn, store._tables)
+        except BaseException:
+            if engine is not None:
+                engine.dispose()
+            if server is not None:
+                server.release()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Release connections; the embedded server stops when its last user lets go."""
+        self._engine.dispose()
+        if self._server is not None:
+            self._server.release()
+            self._server = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(url={self.url_safe!r}, schema={self.schema!r})"
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn database errors a user can act on into :class:`StoreError` (password hidden)."""
+        import psycopg2
+
+        try:
+            yield
+        except (sa.exc.DBAPIError, psycopg2.Error) as exc:  # COPY raises psycopg2's own errors
+            orig = getattr(exc, "orig", exc)
+            code = getattr(orig, "pgcode", None) or ""
+            lost = isinstance(exc, sa.exc.OperationalError | psycopg2.OperationalError)
+            if not (lost or code.startswith(_USER_SQLSTATES)):
+                raise
+            url = self._engine.url.render_as_string(hide_password=False)
+            reason = " ".join(hide_secret(str(orig), url).split())
+            raise StoreError(
+                f"{doing} failed in schema {self.schema!r} at {self.url_safe!r}: {reason}. "
+                "Check that the server is up, that the user in db.url may create and write "
+                "tables in that schema, and that the disk is not full"
+            ) from None
+
+    def ingest(self, raw: RawInteractions) -> IngestResult:
+        """Add ``raw`` in one transaction, skipping rows already stored (same user, item, time).
+
+        Ingesting the same data twice changes nothing; a failure writes nothing. The result
+        counts repeats within ``raw`` and rows already stored as duplicates skipped. See
+        :mod:`recmf.store.writer` for how.
+        """
+        with self._errors("ingest"), self._engine.begin() as conn:
+            result = write_interactions(conn, self._tables, raw)
+        return result
+
+    def n_interactions(self) -> int:
+        """Number of stored interactions."""
+        with self._errors("counting interactions"), self._engine.connect() as conn:
+            return int(
+                conn.scalar(sa.select(sa.func.count()).select_from(self._tables.interactions))
+            )
+
+    def read_interactions(self) -> Interactions:
+        """All interactions as numpy columns, with a vocabulary of all users and items.
+
+        Rows come in storage order (stable while the data is unchanged); ``user_idx``/``item_idx``
+        are positions in the vocabulary, which is ordered by surrogate key (first ingested
+        first). ``rating`` is NaN where none was given. One consistent snapshot of the tables.
+        """
+        q = self._tables.qualified
+        snapshot = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        with (
+            self._errors("reading interactions"),
+            self._engine.connect().execution_options(**snapshot) as conn,
+            conn.begin(),
+        ):
+            # A scan joining another scan of a big table midway would rotate the row order.
+            conn.exec_driver_sql("SET LOCAL synchronize_seqscans = off")
+            cursor = conn.connection.driver_connection.cursor()
+            user_keys, user_ids = copy_out_csv(
+                cursor,
+                f"SELECT user_key, user_id FROM {q('users')} ORDER BY user_key",
+                ("int8", "text"),
+            )
+            item_keys, item_ids, titles = copy_out_csv(
+                cursor,
+                f"SELECT item_key, item_id, title FROM {q('items')} ORDER BY item_key",
+                ("int8", "text", "text"),
+            )
+            # coalesce: every row fixed-width (a NULL would be a field without bytes).
+            ukey, ikey, rating, ts = copy_out(
+                cursor,
+                f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
+                f"FROM {q('interactions')}",
+                ("int8", "int8", "float4", "int8"),
+            )
+        vocab = Vocab(user_ids=user_ids, item_ids=item_ids, item_titles=titles)
+        return Interactions(
+            user_idx=_positions(user_keys)[ukey],
+            item_idx=_positions(item_keys)[ikey],
+            rating=rating.astype(np.float32, copy=False),
+            timestamp=ts,
+            vocab=vocab,
+        )
+
+    def snapshot(self, interactions: Interactions | None = None) -> dict:
+        """What a training run records about its data: counts, latest time and a content hash.
+
+        Args:
+            interactions: what :meth:`read_interactions` returned, to avoid reading it again.
+        """
+        data = self.read_interactions() if interactions is None else interactions
+        return {
+            "url": self.url_safe,
+            "schema": self.schema,
+            "n_users": int(data.n_users),
+            "n_items": int(data.n_items),
+            "n_interactions": len(data),
+            "max_timestamp": int(data.timestamp.max()) if len(data) else None,
+            "content_hash": content_hash(data),
+        }
+
+    def user_history(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """For each known user id, the item ids they interacted with, earliest first.
+
+        Unknown users are absent from the result; a user with repeated interactions with an
+        item lists it once.
+        """
+        ids = sorted({str(u) for u in user_ids})
+        if not ids:
+            return {}
+        t = self._tables
+        first = sa.func.min(t.interactions.c.ts).label("first_ts")
+        rows_q = (
+            sa.select(t.users.c.user_id, t.items.c.item_id, first)
+            .select_from(t.users.join(t.interactions).join(t.items))
+            .where(t.users.c.user_id.in_(ids))
+            .group_by(t.users.c.user_id, t.items.c.item_id)
+            .order_by(t.users.c.user_id, first, t.items.c.item_id)
+        )
+        with self._errors("reading user history"), self._engine.connect() as conn:
+            known = conn.scalars(sa.select(t.users.c.user_id).where(t.users.c.user_id.in_(ids)))
+            out: dict[str, list[str]] = {u: [] for u in known}
+            for user, item, _ in conn.execute(rows_q):
+                out[user].append(item)
+        return out
+
+    def list_users(self, limit: int = 20) -> list[str]:
+        """Up to ``limit`` user ids, first ingested first (for "did you mean" messages)."""
+        users = self._tables.users
+        query = sa.select(users.c.user_id).order_by(users.c.user_key).limit(int(limit))
+        with self._errors("listing users"), self._engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def item_titles(self, item_ids: list[str]) -> dict[str, str]:
+        """Titles of the given item ids that have one."""
+        ids = sorted({str(i) for i in item_ids})
+        if not ids:
+            return {}
+        items = self._tables.items
+        query = sa.select(items.c.item_id, items.c.title).where(
+            items.c.item_id.in_(ids), items.c.title.is_not(None)
+        )
+        with self._errors("reading item titles"), self._engine.connect() as conn:
+            return {item: title for item, title in conn.execute(query)}
+
+
+def _positions(keys: np.ndarray) -> np.ndarray:
+    """Lookup array: ``out[key]`` is the row position of ``key`` in the sorted ``keys``."""
+    lookup = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, dtype=np.int64)
+    lookup[keys] = np.arange(len(keys), dtype=np.int64)
+    return lookup

@@ -1,0 +1,110 @@
+"""Tables of the feature store, one PostgreSQL schema per data set.
+
+Interactions reference integer surrogate keys of ``users`` and ``items`` (which hold the external
+string ids and titles), so the hot read is fixed-width integers and floats. The primary key
+(user_key, item_key, ts) is the natural key that makes ingest idempotent; ``ts`` is NOT NULL
+because sources always supply a time (a CSV without one gets its row number).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from recmf.store.errors import StoreError
+
+NATURAL_KEY = "interactions_natural_key"  # primary key of interactions: (user, item, time)
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_schema_name(schema: str) -> str:
+    """``schema`` if it is a plain lower-case PostgreSQL identifier, else :class:`StoreError`."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema) or schema.startswith("pg_"):
+        raise StoreError(
+            f"db.schema {schema!r} is not a usable schema name; expected lower-case letters, "
+            "digits and underscores, starting with a letter or underscore, at most 63 characters, "
+            "not starting with 'pg_' (e.g. db.schema=recmf or db.schema=movielens)"
+        )
+    return schema
+
+
+@dataclass(frozen=True)
+class StoreTables:
+    """The SQLAlchemy tables of one store schema, and quoted names for hand-written SQL."""
+
+    schema: str
+    metadata: sa.MetaData
+    users: sa.Table
+    items: sa.Table
+    interactions: sa.Table
+    user_features: sa.Table
+    item_features: sa.Table
+
+    def qualified(self, table: str) -> str:
+        """``"schema"."table"`` quoted for PostgreSQL; only for names validated above."""
+        quote = postgresql.dialect().identifier_preparer.quote
+        return f"{quote(self.schema)}.{quote(table)}"
+
+
+def make_tables(schema: str) -> StoreTables:
+    """Declare the store's tables inside ``schema`` (validated)."""
+    md = sa.MetaData(schema=validate_schema_name(schema))
+    users = sa.Table(
+        "users",
+        md,
+        sa.Column("user_key", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("user_id", sa.Text, nullable=False, unique=True),
+    )
+    items = sa.Table(
+        "items",
+        md,
+        sa.Column("item_key", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("item_id", sa.Text, nullable=False, unique=True),
+        sa.Column("title", sa.Text, nullable=True),
+    )
+    interactions = sa.Table(
+        "interactions",
+        md,
+        sa.Column("user_key", sa.BigInteger, sa.ForeignKey(users.c.user_key), nullable=False),
+        sa.Column("item_key", sa.BigInteger, sa.ForeignKey(items.c.item_key), nullable=False),
+        sa.Column("rating", sa.REAL, nullable=True),
+        sa.Column("ts", sa.BigInteger, nullable=False),  # unix seconds
+        sa.PrimaryKeyConstraint("user_key", "item_key", "ts", name=NATURAL_KEY),
+    )
+    user_features = sa.Table(
+        "user_features",
+        md,
+        sa.Column("user_key", sa.BigInteger, sa.ForeignKey(users.c.user_key), primary_key=True),
+        sa.Column("n_interactions", sa.BigInteger, nullable=False),
+        sa.Column("n_rated", sa.BigInteger, nullable=False),  # interactions with a rating
+        sa.Column("mean_rating", sa.Float, nullable=True),  # NULL when none is rated
+        sa.Column("first_ts", sa.BigInteger, nullable=False),
+        sa.Column("last_ts", sa.BigInteger, nullable=False),
+    )
+    item_features = sa.Table(
+        "item_features",
+        md,
+        sa.Column("item_key", sa.BigInteger, sa.ForeignKey(items.c.item_key), primary_key=True),
+        sa.Column("n_interactions", sa.BigInteger, nullable=False),
+        sa.Column("n_users", sa.BigInteger, nullable=False),  # distinct users
+        sa.Column("n_rated", sa.BigInteger, nullable=False),
+        sa.Column("mean_rating", sa.Float, nullable=True),
+        sa.Column("first_ts", sa.BigInteger, nullable=False),
+        sa.Column("last_ts", sa.BigInteger, nullable=False),
+        sa.Column("popularity", sa.Float, nullable=False),  # share of all interactions
+        sa.Column("popularity_rank", sa.BigInteger, nullable=False),  # 1 = most interactions
+    )
+    return StoreTables(schema, md, users, items, interactions, user_features, item_features)
+
+
+def create_schema(conn: sa.Connection, tables: StoreTables) -> None:
+    """Create the schema and its tables if missing (inside the caller's transaction)."""
+    # Two processes opening a fresh store at once would race on CREATE SCHEMA; serialise them.
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"recmf:{tables.schema}"}
+    )
+    conn.execute(sa.schema.CreateSchema(tables.schema, if_not_exists=True))
+    tables.metadata.create_all(conn, checkfirst=True)

@@ -1,0 +1,398 @@
+"""The feature store against a real PostgreSQL: round trips, idempotence, features, errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from omegaconf import OmegaConf
+
+from recmf.datasets import RawInteractions
+from recmf.store import DataFormatError, FeatureStore, StoreError, safe_url
+from recmf.store.schema import make_tables
+from recmf.store.server import normalise_url
+
+ROOT = Path(__file__).resolve().parents[1]
+NASTY_USERS = [
+    "U1",
+    "ünï-用户",
+    "quote'\"q",
+    "semi;colon",
+    "comma,id",
+    "new\nline",
+    "tab\tid",
+    "back\\slash",
+    " spaced ",
+    "NULL",
+    "\\.",
+]
+NASTY_ITEMS = ["007", "I,2", 'I"3', "élan", "I5"]
+
+
+def raw(rows: list[tuple], titles: dict[str, str] | None = None) -> RawInteractions:
+    """RawInteractions from (user, item, rating or None, ts) tuples."""
+    users, items, ratings, ts = zip(*rows, strict=True)
+    return RawInteractions(
+        user_id=np.array(users, dtype=object),
+        item_id=np.array(items, dtype=object),
+        rating=np.array([np.nan if r is None else r for r in ratings], dtype=np.float64),
+        timestamp=np.array(ts, dtype=np.int64),
+        item_titles=titles or {},
+        source="test",
+    )
+
+
+def as_rows(store: FeatureStore) -> set[tuple]:
+    """The store's interactions as a set of (user_id, item_id, rating or None, ts)."""
+    data = store.read_interactions()
+    v = data.vocab
+    return {
+        (str(v.user_ids[u]), str(v.item_ids[i]), None if math.isnan(r) else float(r), int(t))
+        for u, i, r, t in zip(
+            data.user_idx, data.item_idx, data.rating, data.timestamp, strict=True
+        )
+    }
+
+
+def nasty_rows() -> list[tuple]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, user in enumerate(NASTY_USERS):
+        for j in rng.choice(len(NASTY_ITEMS), size=3, replace=False):
+            rating = None if (k + j) % 4 == 0 else float(rng.integers(1, 11)) / 2
+            rows.append((user, NASTY_ITEMS[j], rating, 1_600_000_000 + 10 * k + int(j)))
+    return rows
+
+
+def test_store_round_trip_keeps_ids_ratings_and_times_exactly(store):
+    rows = nasty_rows()
+    result = store.ingest(raw(rows, titles={"007": "Bond, James", 'I"3': 'A "quoted" title'}))
+    assert (result.added, result.duplicates_skipped) == (len(rows), 0)
+    assert (result.new_users, result.new_items) == (len(NASTY_USERS), len(NASTY_ITEMS))
+    assert as_rows(store) == set(rows)
+    data = store.read_interactions()
+    assert data.user_idx.dtype == np.int64 and data.rating.dtype == np.float32
+    # vocabulary: every user and item, contiguous positions, first appearance first
+    assert list(data.vocab.user_ids) == NASTY_USERS
+    assert sorted(set(data.user_idx.tolist())) == list(range(len(NASTY_USERS)))
+    titles = dict(zip(data.vocab.item_ids.tolist(), data.vocab.item_titles.tolist(), strict=True))
+    assert titles["007"] == "Bond, James" and titles['I"3'] == 'A "quoted" title'
+    assert titles["I5"] == ""  # no title given
+    assert store.item_titles(["007", "I5", "missing"]) == {"007": "Bond, James"}
+
+
+def test_ingest_into_a_non_empty_store_adds_only_new_rows_exactly(store):
+    rows = nasty_rows()
+    first, second = rows[::2], rows[1::2] + rows[:4]  # the second overlaps the first
+    store.ingest(raw(first))  # an empty table is loaded by COPY straight into it
+    result = store.ingest(raw(second, titles={"I5": "Five"}))  # later ones through staging
+    new = len(set(second) - set(first))  # rows[1] and rows[3] also repeat within the second
+    assert (result.added, result.duplicates_skipped) == (new, len(second) - new)
+    assert as_rows(store) == set(rows)
+    assert store.item_titles(["I5"]) == {"I5": "Five"}  # titles update stored items
+
+
+def test_ingest_twice_adds_nothing_and_counts_duplicates(store):
+    rows = nasty_rows()
+    first = store.ingest(raw(rows))
+    second = store.ingest(raw(rows))
+    assert second.added == 0 and second.duplicates_skipped == len(rows)
+    assert (second.new_users, second.new_items) == (0, 0)
+    assert (second.n_users, second.n_items, second.n_interactions) == (
+        first.n_users,
+        first.n_items,
+        first.n_interactions,
+    )
+    assert store.n_interactions() == len(rows)
+    assert "+0 new" in second.summary() and f"{len(rows)} duplicates skipped" in second.summary()
+
+
+def test_ingest_counts_repeats_within_one_input_and_keeps_the_first(store):
+    rows = [
+        ("u1", "a", 5.0, 10),
+        ("u1", "b", 3.0, 11),
+        ("u1", "a", 1.0, 10),
+        ("u2", "a", 2.0, 10),
+        ("u1", "a", 4.0, 12),
+    ]
+    result = store.ingest(raw(rows))
+    assert (result.added, result.duplicates_skipped, result.n_interactions) == (4, 1, 4)
+    assert ("u1", "a", 5.0, 10) in as_rows(store) and ("u1", "a", 1.0, 10) not in as_rows(store)
+
+
+def test_ingest_without_ratings_stores_null_ratings(store):
+    r = raw([("u1", "a", None, 1), ("u2", "b", None, 2)])
+    r.rating = None
+    store.ingest(r)
+    data = store.read_interactions()
+    assert np.isnan(data.rating).all() and not data.has_ratings
+
+
+def features(store: FeatureStore, db_url: str) -> tuple[dict, dict]:
+    """Feature rows keyed by external id: ({user_id: row}, {item_id: row})."""
+    t = make_tables(store.schema)
+    engine = sa.create_engine(normalise_url(db_url))
+    with engine.connect() as conn:
+        users = {
+            r.user_id: r._asdict()
+            for r in conn.execute(
+                sa.select(t.users.c.user_id, t.user_features).join(t.user_features)
+            )
+        }
+        items = {
+            r.item_id: r._asdict()
+            for r in conn.execute(
+                sa.select(t.items.c.item_id, t.item_features).join(t.item_features)
+            )
+        }
+    engine.dispose()
+    return users, items
+
+
+def test_feature_tables_hold_per_user_and_per_item_aggregates(store, pg_url):
+    store.ingest(
+        raw(
+            [
+                ("u1", "i1", 4.0, 10),
+                ("u1", "i2", None, 20),
+                ("u2", "i1", 2.0, 5),
+                ("u2", "i1", 3.0, 30),
+            ]
+        )
+    )
+    users, items = features(store, pg_url)
+    pick = ("n_interactions", "n_rated", "mean_rating", "first_ts", "last_ts")
+    assert [users["u1"][k] for k in pick] == [2, 1, 4.0, 10, 20]
+    assert [users["u2"][k] for k in pick] == [2, 2, 2.5, 5, 30]
+    i1, i2 = items["i1"], items["i2"]
+    assert (i1["n_interactions"], i1["n_users"], i1["n_rated"], i1["mean_rating"]) == (3, 2, 3, 3.0)
+    assert (i1["first_ts"], i1["last_ts"], i1["popularity_rank"]) == (5, 30, 1)
+    assert i1["popularity"] == pytest.approx(0.75)
+    assert (i2["n_interactions"], i2["n_rated"], i2["mean_rating"], i2["popularity_rank"]) == (
+        1,
+        0,
+        None,
+        2,
+    )
+
+    # a later ingest refreshes the touched rows and every item's share and rank
+    store.ingest(raw([("u3", "i2", 1.0, 40), ("u3", "i3", 5.0, 41)]))
+    users, items = features(store, pg_url)
+    assert items["i2"]["n_interactions"] == 2 and items["i2"]["mean_rating"] == 1.0
+    assert items["i1"]["popularity"] == pytest.approx(3 / 6)
+    assert [items[i]["popularity_rank"] for i in ("i1", "i2", "i3")] == [1, 2, 3]
+    assert users["u3"]["n_interactions"] == 2 and users["u1"]["n_interactions"] == 2
+
+
+def test_first_load_features_equal_a_full_sql_recomputation(store, pg_url):
+    from recmf.datasets import synthetic
+    from recmf.store.features import refresh_features
+
+    data = synthetic(n_users=60, n_items=40, n_interactions=900, seed=1)
+    data.rating[::7] = np.nan  # some rows unrated
+    data.rating[data.user_id == "U3"] = np.nan  # a user with no rating at all
+    first = np.flatnonzero(data.user_id != "U3")[:50]
+    again = raw([(data.user_id[k], data.item_id[k], 4.0, data.timestamp[k] + 1) for k in first])
+    store.ingest(
+        RawInteractions(  # same (user, item) pairs at a second time: n_users < n
+            np.r_[data.user_id, again.user_id],
+            np.r_[data.item_id, again.item_id],
+            np.r_[data.rating, again.rating],
+            np.r_[data.timestamp, again.timestamp],
+        )
+    )
+    loaded = features(store, pg_url)  # computed in numpy by the first load
+    assert loaded[0]["U3"]["mean_rating"] is None and loaded[0]["U3"]["n_rated"] == 0
+    t = make_tables(store.schema)
+    engine = sa.create_engine(normalise_url(pg_url))
+    with engine.begin() as conn:
+        refresh_features(
+            conn,
+            t,
+            f"SELECT user_key FROM {t.qualified('users')}",
+            f"SELECT item_key FROM {t.qualified('items')}",
+        )
+    engine.dispose()
+    recomputed = features(store, pg_url)
+    for mine, sql in zip(loaded, recomputed, strict=True):
+        assert mine.keys() == sql.keys()
+        for key in mine:
+            assert mine[key] == pytest.approx(sql[key]), key
+
+
+def test_snapshot_hash_is_stable_and_changes_with_one_new_row(store, make_db_cfg):
+    rows = nasty_rows()
+    store.ingest(raw(rows))
+    first, again = store.snapshot(), store.snapshot(store.read_interactions())
+    assert first == again
+    assert first["n_interactions"] == len(rows) and first["schema"] == store.schema
+    assert first["max_timestamp"] == max(r[3] for r in rows)
+    # same rows in another schema, ingested in reverse order (other keys): same content hash
+    with FeatureStore.open(make_db_cfg()) as other:
+        other.ingest(raw(rows[::-1]))
+        assert other.snapshot()["content_hash"] == first["content_hash"]
+    store.ingest(raw([("U1", "I5", 1.0, 1)]))
+    changed = store.snapshot()
+    assert changed["content_hash"] != first["content_hash"]
+    assert changed["n_interactions"] == len(rows) + 1
+
+
+def test_user_history_reflects_rows_ingested_after_a_read(store):
+    store.ingest(
+        raw([("u1", "a", 1.0, 1), ("u1", "b", 1.0, 2), ("u1", "a", 1.0, 3), ("u2", "c", 1.0, 1)])
+    )
+    store.read_interactions()
+    store.ingest(raw([("u1", "d", 1.0, 4)]))
+    history = store.user_history(["u1", "nobody", "u2"])
+    assert history == {"u1": ["a", "b", "d"], "u2": ["c"]}
+    assert store.user_history([]) == {}
+    assert store.list_users() == ["u1", "u2"] and store.list_users(1) == ["u1"]
+
+
+def test_empty_store_reads_as_empty_interactions(store):
+    data = store.read_interactions()
+    assert len(data) == 0 and data.n_users == 0 and store.n_interactions() == 0
+    assert store.snapshot(data)["max_timestamp"] is None
+
+
+def test_bad_csv_raises_and_leaves_the_store_unchanged(db_cfg, tmp_path):
+    from recmf.ingest import run_ingest
+
+    good = tmp_path / "good.csv"
+    good.write_text("user,item,rating,time\nu1,a,4,100\nu2,b,3,200\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,rating,time\nu3,a,4,100\nu4,b,3,200\nu5,c,3\n")
+    dataset = {
+        "name": "csv",
+        "path": str(good),
+        "sep": ",",
+        "header": True,
+        "columns": {"user": "user", "item": "item", "rating": "rating", "time": "time"},
+    }
+    cfg = OmegaConf.create({"db": db_cfg, "dataset": dataset})
+    assert run_ingest(cfg).n_interactions == 2
+    cfg.dataset.path = str(bad)
+    with pytest.raises(DataFormatError, match=r"bad\.csv, line 4: expected 4 fields"):
+        run_ingest(cfg)
+    with FeatureStore.open(db_cfg) as store:
+        assert store.n_interactions() == 2 and store.list_users() == ["u1", "u2"]
+
+
+def test_run_ingest_with_the_composed_ingest_config(pg_url, db_cfg):
+    from hydra import compose, initialize_config_dir
+
+    from recmf.ingest import run_ingest
+
+    overrides = [
+        f"db.url='{pg_url}'",
+        f"db.schema={db_cfg.schema}",
+        "dataset.n_users=50",
+        "dataset.n_items=30",
+        "dataset.n_interactions=600",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("ingest", overrides)
+    result = run_ingest(cfg)
+    assert (result.n_users, result.n_items, result.n_interactions) == (50, 30, 600)
+
+
+def test_open_unreachable_server_raises_store_error_without_the_password(tmp_path):
+    cfg = OmegaConf.create(
+        {
+            "url": "postgresql://alice:s3cr3t-pw@127.0.0.1:1/recmf",
+            "schema": "recmf",
+            "data_dir": str(tmp_path),
+        }
+    )
+    with pytest.raises(StoreError) as err:
+        FeatureStore.open(cfg)
+    message = str(err.value)
+    assert "s3cr3t-pw" not in message and "alice:***@127.0.0.1:1" in message
+    assert "db.url" in message and "embedded" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_open_with_an_unknown_user_raises_store_error_without_the_password(pg_url, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url).set(username="nobody_here", password="s3cr3t-pw")
+    cfg = OmegaConf.create(
+        {
+            "url": url.render_as_string(hide_password=False),
+            "schema": "recmf",
+            "data_dir": str(tmp_path),
+        }
+    )
+    with pytest.raises(StoreError) as err:
+        FeatureStore.open(cfg)
+    assert "s3cr3t-pw" not in str(err.value) and "nobody_here:***@" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "schema", "expected"),
+    [
+        ("mysql://bob:pw123@host/db", "recmf", "not a PostgreSQL URL"),
+        ("definitely not a url", "recmf", "not a database URL"),
+        (None, "Bad-Name", "not a usable schema name"),
+        (None, "pg_catalog", "not a usable schema name"),
+    ],
+)
+def test_open_rejects_bad_urls_and_schema_names(url, schema, expected, tmp_path):
+    cfg = OmegaConf.create({"url": url, "schema": schema, "data_dir": str(tmp_path / "pg")})
+    with pytest.raises(StoreError, match=expected) as err:
+        FeatureStore.open(cfg)
+    assert "pw123" not in str(err.value)
+    assert not (tmp_path / "pg").exists()  # a bad schema name is caught before starting a server
+
+
+def test_safe_url_hides_passwords_even_when_unparsable():
+    assert safe_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert "pw" not in safe_url("postgresql://u:pw@h:port/db")
+
+
+def test_embedded_server_is_shared_by_processes_and_stopped_by_the_last(tmp_path):
+    pgdata = tmp_path / "data" / "pgdata"
+    cfg = OmegaConf.create({"url": None, "schema": "recmf", "data_dir": str(pgdata)})
+    first = FeatureStore.open(cfg)
+    first.ingest(raw([("u1", "a", 1.0, 1)]))
+    second = FeatureStore.open(cfg)  # same process: closing it must not stop the server
+    second.close()
+    script = (
+        "import sys; from omegaconf import OmegaConf; from recmf.store import FeatureStore; "
+        "from recmf.datasets import RawInteractions; import numpy as np\n"
+        f"cfg = OmegaConf.create({{'url': None, 'schema': 'recmf', 'data_dir': {str(pgdata)!r}}})\n"
+        "with FeatureStore.open(cfg) as s:\n"
+        "    s.ingest(RawInteractions(np.array(['u2']), np.array(['b']), None, np.array([2])))\n"
+        "    print(s.n_interactions())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "2"
+    assert first.n_interactions() == 2  # the other process let go; the server still runs
+    first.close()
+    assert not (pgdata / "postmaster.pid").exists()  # the last user stopped it
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 40])  # small keys pack into one int64; huge ones not
+def test_sort_unique_rows_orders_by_natural_key_and_keeps_first_repeat(scale):
+    from recmf.store.rows import sort_unique_rows
+
+    user = np.array([2, 1, 2, 1, 2, 1]) * scale
+    item = np.array([5, 7, 5, 7, 3, 7]) * scale
+    ts = np.array([9, 4, 9, 3, 1, 4])
+    keep, repeats = sort_unique_rows(user, item, ts)
+    assert repeats == 2
+    assert keep.tolist() == [3, 1, 4, 0]  # (1,7,3) (1,7,4) (2,3,1) (2,5,9); firsts of repeats
