@@ -51,3 +51,12 @@ def user_list(value: Any) -> list[str]:
     if isinstance(value, str | int):
         return [str(value)]
     return [str(v) for v in value]
+
+
+def one_of(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(allowed)}, got {value!r}. Pass e.g. "
+            f"{name}={allowed[0]}."
+        )
+    return value

@@ -122,6 +122,16 @@ class InteractionsDataModule(L.LightningDataModule):
         self.val_items = UserItems.from_pairs(split.val.user_idx, split.val.item_idx, n_users)
         self._train = self._make_train_batches()
         self._val = ValUsers(torch.nonzero(self.val_items.counts() > 0).squeeze(1), eval_chunk_size)
+        val = split.val
+        rated = ~np.isnan(val.rating)  # (user, item, rating) of validation, for val/rmse
+        self.val_ratings = tuple(
+            torch.from_numpy(np.ascontiguousarray(a[rated]))
+            for a in (
+                val.user_idx.astype(np.int64),
+                val.item_idx.astype(np.int64),
+                val.rating.astype(np.float32),
+            )
+        )
 
     def _make_train_batches(self) -> _Epochs:
         train = self.split.train
@@ -153,6 +163,7 @@ class InteractionsDataModule(L.LightningDataModule):
         if isinstance(t, UserChunks):
             t.items = self.train_items
         self._val.users = self._val.users.to(device)
+        self.val_ratings = tuple(t.to(device) for t in self.val_ratings)
 
     def train_dataloader(self):
         return self._train

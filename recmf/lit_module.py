@@ -36,8 +36,14 @@ class MFLitModule(L.LightningModule):
             raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
         self.model, self.loss_name, self.lr, self.reg, self.k = model, loss, lr, reg, k
         self.log_prefix = log_prefix
-        self.monitor = f"val/ndcg_at_{k}"
+        self.monitor, self.monitor_mode = self.monitor_for(loss, k)
         self._val_acc: MetricAccumulator | None = None
+
+    @staticmethod
+    def monitor_for(loss: str, k: int) -> tuple[str, str]:
+        """The validation metric that selects the epoch, and whether higher is better."""
+        # rating prediction is judged by RMSE, ranking losses by NDCG@k
+        return ("val/rmse", "min") if loss == "mse" else (f"val/ndcg_at_{k}", "max")
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
@@ -85,6 +91,10 @@ class MFLitModule(L.LightningModule):
         for name in ("ndcg", "precision", "recall"):
             key = f"{name}_at_{self.k}"
             self.log(f"val/{key}", result[key], prog_bar=name == "ndcg", sync_dist=True)
+        users, items, ratings = self.trainer.datamodule.val_ratings
+        if self.loss_name == "mse" and len(ratings):
+            rmse = (self.model(users, items) - ratings).pow(2).mean().sqrt()
+            self.log("val/rmse", rmse, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)

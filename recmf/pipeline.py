@@ -28,14 +28,15 @@ log = logging.getLogger("recmf")
 @dataclass
 class TrainResult:
     run_id: str
-    best_val: float  # validation NDCG@k of the selected epoch
+    best_val: float  # validation NDCG@k (RMSE for loss=mse) of the selected epoch
+    monitor: str  # which of the two
     best_epoch: int  # epochs trained before the best validation score (1-based)
     train_seconds: float  # fit time, selection and refit, without imports or data loading
     sizes: dict = field(default_factory=dict)
 
-    def summary(self, k: int) -> str:
+    def summary(self) -> str:
         return (
-            f"run {self.run_id}: val ndcg@{k} {self.best_val:.4f} at epoch {self.best_epoch}, "
+            f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}, "
             f"{self.train_seconds:.1f} s training"
         )
 
@@ -137,10 +138,12 @@ def train(cfg: DictConfig) -> TrainResult:
         params.update({f"data.{k}": v for k, v in snapshot.items()})
         params.update({f"split.{k}": v for k, v in split.sizes().items()})
         logger.log_hyperparams(params)
-        monitor = f"val/ndcg_at_{cfg.k}"
+        from recmf.lit_module import MFLitModule
+
+        monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
         with tempfile.TemporaryDirectory(prefix="recmf-") as tmp:
-            ckpt = ModelCheckpoint(dirpath=tmp, filename="best", monitor=monitor, mode="max")
-            stop = EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)
+            ckpt = ModelCheckpoint(dirpath=tmp, filename="best", monitor=monitor, mode=mode)
+            stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
             t0 = time.perf_counter()
             lit, _ = _fit(cfg, split, logger, [ckpt, stop], cfg.trainer.max_epochs, "train", True)
             seconds = time.perf_counter() - t0
@@ -173,7 +176,8 @@ def train(cfg: DictConfig) -> TrainResult:
                 "data": snapshot,
                 "split": split.sizes(),
                 "best_epoch": best_epoch,
-                "best_val_ndcg": best_val,
+                "monitor": monitor,
+                "best_val": best_val,
             }
             bundle = Bundle.from_model(lit.model, data.vocab, split, meta)
             bundle_dir = bundle.save(Path(tmp) / "bundle")
@@ -182,7 +186,7 @@ def train(cfg: DictConfig) -> TrainResult:
         ok = True
     finally:
         tracking.finish_run(logger, ok)
-    return TrainResult(logger.run_id, best_val, best_epoch, seconds, split.sizes())
+    return TrainResult(logger.run_id, best_val, monitor, best_epoch, seconds, split.sizes())
 
 
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
@@ -315,6 +319,7 @@ def recommend(cfg: DictConfig):
 
     users = checks.user_list(cfg.user)
     k = checks.positive_int("k", cfg.k)
+    checks.one_of("format", cfg.format, ("table", "json"))
     bundle, _ = resolve_bundle(cfg)
     db = OmegaConf.merge(cfg.db, {"schema": cfg.db.schema or bundle.meta["data"]["schema"]})
     with FeatureStore.open(db) as store:

@@ -93,8 +93,8 @@ def write_report(
         "## Model",
         f"Dot-product matrix factorization, loss `{meta.get('loss')}`, latent_dim "
         f"{hp.get('latent_dim')}, biases {hp.get('use_bias')}, {hp.get('n_users')} users x "
-        f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} (validation NDCG@"
-        f"{meta.get('k')} {meta.get('best_val_ndcg', float('nan')):.4f}), refit on train+val: "
+        f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} ({meta.get('monitor')} "
+        f"{meta.get('best_val', float('nan')):.4f}), refit on train+val: "
         f"{meta.get('refit')}.",
         "",
         "Hyperparameters: "

@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> float:
     from recmf.pipeline import train
 
     result = cli.run(lambda: train(cfg))
-    print(result.summary(cfg.k))
+    print(result.summary())
     return result.best_val  # the objective of hparams_search sweeps
 
 

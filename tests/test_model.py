@@ -97,3 +97,59 @@ def test_batches_are_the_same_on_every_pass_for_a_seed():
         assert torch.equal(x["users"], y["users"]) and torch.equal(x["negatives"], y["negatives"])
     covered = torch.cat([batch["items"] for batch in a])  # second pass: a new permutation
     assert len(covered) == len(split.train)
+
+
+def test_mse_learns_additive_ratings(tmp_path):
+    # rating = 3 + user effect + item effect: a biased model must fit it far better than the mean
+    rng = np.random.default_rng(0)
+    split = checkerboard(20)
+    train = split.train
+    user_fx, item_fx = rng.normal(0, 0.7, 20), rng.normal(0, 0.7, 20)
+    rating = (3 + user_fx[train.user_idx] + item_fx[train.item_idx]).astype(np.float32)
+    train = type(train)(train.user_idx, train.item_idx, rating, train.timestamp, train.vocab)
+    split = type(split)(train, split.val, split.test, 0, 0)
+    L.seed_everything(0, verbose=False)
+    model = MatrixFactorization(20, 20, latent_dim=4, init_std=0.01)
+    lit = MFLitModule(model, "mse", lr=0.05, reg=0.0, k=1)
+    dm = InteractionsDataModule(split, "mse", 64, seed=0)
+    trainer = L.Trainer(
+        max_epochs=60,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
+    trainer.fit(lit, dm)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(train.user_idx), torch.from_numpy(train.item_idx)).numpy()
+    rmse = float(np.sqrt(np.mean((pred - rating) ** 2)))
+    assert rmse < 0.25 * float(rating.std())
+
+
+def test_recommend_returns_what_exists_when_k_exceeds_the_catalogue():
+    split = checkerboard(6)
+    model = MatrixFactorization(6, 6, 2)
+    bundle = Bundle.from_model(model, split.train.vocab, split, {"loss": "bpr"})
+    [rec] = Recommender(bundle).recommend(["U0"], 50, {"U0": ["I0", "I2", "NOT-AN-ITEM"]})
+    assert len(rec.items) == 4 and {i.item_id for i in rec.items} == {"I1", "I3", "I4", "I5"}
+    assert "only 4 of the 6 items" in rec.notes[0]
+
+
+def test_bundle_round_trip_and_refuses_pickled_arrays(tmp_path):
+    split = checkerboard(6)
+    torch.manual_seed(0)
+    model = MatrixFactorization(6, 6, 3)
+    bundle = Bundle.from_model(model, split.train.vocab, split, {"loss": "bpr"})
+    loaded = Bundle.load(bundle.save(tmp_path / "b"))
+    users = torch.arange(6)
+    with torch.no_grad():
+        assert torch.allclose(loaded.to_model().score_all(users), model.score_all(users))
+    assert loaded.vocab.item_titles.tolist() == bundle.vocab.item_titles.tolist()
+    np.savez(tmp_path / "b" / "weights.npz", user_emb=np.array([{"evil": 1}], dtype=object))
+    from recmf.bundle import BundleError
+
+    with pytest.raises(BundleError, match="could not be read safely"):
+        Bundle.load(tmp_path / "b")
