@@ -1,4 +1,4 @@
-"""The verbs: train, evaluate, recommend. Each takes a DictConfig and returns a small result.
+"""The verbs: ingest, train, evaluate, recommend; each takes a DictConfig, returns a result.
 
 This is the one place that instantiates config groups and injects what depends on the data
 (``n_users``, ``n_items``). Lightning and MLflow are imported inside the verbs that need them.
@@ -39,6 +39,13 @@ class TrainResult:
             f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}, "
             f"{self.train_seconds:.1f} s training"
         )
+
+
+def ingest(cfg: DictConfig):
+    """Add ``cfg.dataset`` to the store of ``cfg.db``; see :func:`recmf.ingest.run_ingest`."""
+    from recmf.ingest import run_ingest
+
+    return run_ingest(cfg)
 
 
 def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:

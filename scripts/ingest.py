@@ -17,9 +17,9 @@ from recmf import cli
 
 @hydra.main(config_path="../configs", config_name="ingest", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from recmf.ingest import run_ingest
+    from recmf.pipeline import ingest
 
-    result = cli.run(lambda: run_ingest(cfg))
+    result = cli.run(lambda: ingest(cfg))
     print(result.summary())
 
 
