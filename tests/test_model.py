@@ -13,6 +13,18 @@ from recmf.sparse import UserItems
 from tests.checkerboard import checkerboard
 
 
+def tiny_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **kwargs,
+    )
+
+
 def test_forward_equals_score_all_column():
     torch.manual_seed(0)
     m = MatrixFactorization(7, 11, 4)
@@ -70,16 +82,7 @@ def test_checkerboard_top1_is_the_withheld_item(loss, tmp_path):
     lit = MFLitModule(model, loss, lr=0.1, reg=0.0, k=1)
     batch = 4 if loss == "softmax" else 32
     dm = InteractionsDataModule(split, loss, batch, n_negatives=4, seed=0)
-    trainer = L.Trainer(
-        max_epochs=100,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
-    trainer.fit(lit, dm)
+    tiny_trainer(max_epochs=100).fit(lit, dm)
     bundle = Bundle.from_model(model, split.train.vocab, split, {"loss": loss})
     history = {
         f"U{u}": [f"I{i}" for i in split.train.item_idx[split.train.user_idx == u]]
@@ -112,17 +115,7 @@ def test_mse_learns_additive_ratings(tmp_path):
     model = MatrixFactorization(20, 20, latent_dim=4, init_std=0.01)
     lit = MFLitModule(model, "mse", lr=0.05, reg=0.0, k=1)
     dm = InteractionsDataModule(split, "mse", 64, seed=0)
-    trainer = L.Trainer(
-        max_epochs=60,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        limit_val_batches=0,
-    )
-    trainer.fit(lit, dm)
+    tiny_trainer(max_epochs=60, limit_val_batches=0).fit(lit, dm)
     with torch.no_grad():
         pred = model(torch.from_numpy(train.user_idx), torch.from_numpy(train.item_idx)).numpy()
     rmse = float(np.sqrt(np.mean((pred - rating) ** 2)))
