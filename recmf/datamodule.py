@@ -13,7 +13,7 @@ import torch
 
 from recmf.losses import USER_BATCHED
 from recmf.sparse import UserItems
-from recmf.split import Split
+from recmf.split import Split, recency_weights
 
 
 class _Epochs:
@@ -49,16 +49,17 @@ class UserChunks(_Epochs):
         perm = self._permutation()
         for start in range(0, len(perm), self.batch_size):
             users = self.users[perm[start : start + self.batch_size]]
-            rows, cols = self.items.rows(users)
-            yield {"users": users, "rows": rows, "cols": cols}
+            rows, cols, weights = self.items.weighted_rows(users)
+            yield {"users": users, "rows": rows, "cols": cols, "weights": weights}
 
 
 class InteractionSlices(_Epochs):
     """Slices of shuffled interactions, with negatives drawn uniformly on the device."""
 
-    def __init__(self, user_idx, item_idx, rating, n_items, n_negatives, batch_size, seed):
+    def __init__(self, user_idx, item_idx, rating, weights, n_items, n_negatives, batch_size, seed):
         super().__init__(len(user_idx), batch_size, seed)
         self.user_idx, self.item_idx, self.rating = user_idx, item_idx, rating
+        self.weights = weights
         self.n_items, self.n_negatives = n_items, n_negatives
 
     def __iter__(self):
@@ -66,7 +67,9 @@ class InteractionSlices(_Epochs):
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * self.epoch)
         for start in range(0, len(perm), self.batch_size):
             rows = perm[start : start + self.batch_size]
-            batch = {"users": self.user_idx[rows], "items": self.item_idx[rows]}
+            batch = {"users": self.user_idx[rows], "items": self.item_idx[rows], "weights": None}
+            if self.weights is not None:
+                batch["weights"] = self.weights[rows]
             if self.n_negatives:
                 shape = (len(rows), self.n_negatives)
                 batch["negatives"] = torch.randint(
@@ -101,6 +104,8 @@ class InteractionsDataModule(L.LightningDataModule):
         n_negatives: Negatives per positive for ``bpr``/``bce``.
         eval_chunk_size: Users per validation chunk.
         seed: Seeds the per-epoch permutations and negatives.
+        recency: Weighs each user's training rows by ``exp(-recency * age)``, age 0 for the
+            latest and 1 for the oldest (see :func:`recmf.split.recency_weights`); 0 = equal.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class InteractionsDataModule(L.LightningDataModule):
         n_negatives: int = 1,
         eval_chunk_size: int = 2048,
         seed: int = 0,
+        recency: float = 0.0,
     ):
         super().__init__()
         self.split, self.loss = split, loss
@@ -118,7 +124,10 @@ class InteractionsDataModule(L.LightningDataModule):
         self.eval_chunk_size, self.seed = eval_chunk_size, seed
         n_users = split.train.n_users
         train = split.train
-        self.train_items = UserItems.from_pairs(train.user_idx, train.item_idx, n_users)
+        self.weights = recency_weights(train, recency) if recency else None
+        self.train_items = UserItems.from_pairs(
+            train.user_idx, train.item_idx, n_users, self.weights
+        )
         self.val_items = UserItems.from_pairs(split.val.user_idx, split.val.item_idx, n_users)
         self._train = self._make_train_batches()
         self._val = ValUsers(torch.nonzero(self.val_items.counts() > 0).squeeze(1), eval_chunk_size)
@@ -145,6 +154,7 @@ class InteractionsDataModule(L.LightningDataModule):
             torch.from_numpy(train.user_idx.astype(np.int64)),
             torch.from_numpy(train.item_idx.astype(np.int64)),
             rating,
+            None if self.weights is None else torch.from_numpy(self.weights),
             train.n_items,
             0 if self.loss == "mse" else self.n_negatives,
             self.batch_size,
@@ -157,7 +167,7 @@ class InteractionsDataModule(L.LightningDataModule):
         self.val_items = self.val_items.to(device)
         t = self._train
         t.device, t.rank, t.world_size = torch.device(device), rank, world_size
-        for name in ("users", "user_idx", "item_idx", "rating"):
+        for name in ("users", "user_idx", "item_idx", "rating", "weights"):
             if getattr(t, name, None) is not None:
                 setattr(t, name, getattr(t, name).to(device))
         if isinstance(t, UserChunks):

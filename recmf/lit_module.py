@@ -60,20 +60,20 @@ class MFLitModule(L.LightningModule):
         m = self.model
         if self.loss_name == "softmax":
             users, rows, cols = batch["users"], batch["rows"], batch["cols"]
-            loss = losses.softmax_loss(m.score_all(users), rows, cols)
+            loss = losses.softmax_loss(m.score_all(users), rows, cols, batch["weights"])
             loss = loss + self._l2(users[rows], cols, len(rows))
             n = len(rows)
         else:
             users, items = batch["users"], batch["items"]
             pos = m(users, items)
             if self.loss_name == "mse":
-                loss = losses.mse_loss(pos, batch["ratings"])
+                loss = losses.mse_loss(pos, batch["ratings"], batch["weights"])
                 loss = loss + self._l2(users, items, len(users))
             else:
                 neg_items = batch["negatives"]  # (B, n_neg)
                 neg = m(users.unsqueeze(1).expand_as(neg_items), neg_items)
                 fn = losses.bpr_loss if self.loss_name == "bpr" else losses.bce_loss
-                loss = fn(pos, neg) + self._l2(users, items, len(users))
+                loss = fn(pos, neg, batch["weights"]) + self._l2(users, items, len(users))
             n = len(users)
         self.log(f"{self.log_prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
         return loss

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from recmf import checks, tracking
 from recmf.bundle import Bundle
 from recmf.errors import ConfigError
 from recmf.interactions import Interactions
-from recmf.split import Split, temporal_split
+from recmf.split import temporal_split
 
 log = logging.getLogger("recmf")
 
@@ -76,45 +75,6 @@ def _check_train_cfg(cfg: DictConfig) -> None:
     checks.positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
 
 
-def _merge_train_val(split: Split) -> Split:
-    tr, va = split.train, split.val
-    joined = Interactions(
-        *(
-            np.concatenate([getattr(tr, c), getattr(va, c)])
-            for c in ("user_idx", "item_idx", "rating", "timestamp")
-        ),
-        tr.vocab,
-    )
-    return Split(joined, va, split.test, split.dropped_val, split.dropped_test)
-
-
-def _fit(cfg, split, logger, callbacks, max_epochs, prefix, enable_val):
-    """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
-    import hydra
-    import lightning as L
-
-    from recmf.datamodule import InteractionsDataModule
-    from recmf.lit_module import MFLitModule
-    from recmf.model import MatrixFactorization
-
-    m = cfg.model
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = split.train
-    model = MatrixFactorization(
-        data.n_users, data.n_items, m.latent_dim, use_bias=m.use_bias, init_std=m.init_std
-    )
-    lit = MFLitModule(model, m.loss, lr=m.lr, reg=m.reg, k=cfg.k, log_prefix=prefix)
-    batch = m.user_batch_size if m.loss == "softmax" else m.batch_size
-    dm = InteractionsDataModule(split, m.loss, batch, m.n_negatives, seed=cfg.seed)
-    # the refit phase neither validates nor needs Lightning's default checkpoint in the cwd
-    extra = {} if enable_val else {"limit_val_batches": 0, "enable_checkpointing": False}
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, max_epochs=max_epochs, **extra
-    )
-    trainer.fit(lit, dm)
-    return lit, trainer
-
-
 def train(cfg: DictConfig) -> TrainResult:
     """Train on the store's data, select the epoch on validation NDCG@k, log everything.
 
@@ -131,13 +91,9 @@ def train(cfg: DictConfig) -> TrainResult:
             "out a validation period (each user needs at least 7 interactions with the default "
             "split fractions). Ingest more data or lower split.val_fraction/split.test_fraction."
         )
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from recmf.fitting import fit_select_refit, quiet_lightning
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # its per-fit banners and tips
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning-internal deprecation
-
+    quiet_lightning()
     logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"})
     ok = False
     try:
@@ -145,33 +101,16 @@ def train(cfg: DictConfig) -> TrainResult:
         params.update({f"data.{k}": v for k, v in snapshot.items()})
         params.update({f"split.{k}": v for k, v in split.sizes().items()})
         logger.log_hyperparams(params)
-        from recmf.lit_module import MFLitModule
-
-        monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
         with tempfile.TemporaryDirectory(prefix="recmf-") as tmp:
-            ckpt = ModelCheckpoint(dirpath=tmp, filename="best", monitor=monitor, mode=mode)
-            stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
-            t0 = time.perf_counter()
-            lit, _ = _fit(cfg, split, logger, [ckpt, stop], cfg.trainer.max_epochs, "train", True)
-            seconds = time.perf_counter() - t0
-            best = torch.load(ckpt.best_model_path, weights_only=True, map_location="cpu")
-            lit.load_state_dict(best["state_dict"])
-            best_epoch, best_val = int(best["epoch"]) + 1, float(ckpt.best_model_score)
-            logger.experiment.log_artifact(logger.run_id, ckpt.best_model_path, "checkpoints")
-            if cfg.refit:
-                t0 = time.perf_counter()
-                lit, trainer = _fit(
-                    cfg, _merge_train_val(split), logger, [], best_epoch, "refit", False
-                )
-                seconds += time.perf_counter() - t0
-                refit_path = Path(tmp) / "refit.ckpt"
-                trainer.save_checkpoint(refit_path)
-                logger.experiment.log_artifact(logger.run_id, str(refit_path), "checkpoints")
+            fitted = fit_select_refit(cfg, split, logger, Path(tmp))
+            for path in fitted.checkpoints:
+                logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints")
+            monitor, best_epoch, best_val = fitted.monitor, fitted.best_epoch, fitted.best_val
             logger.log_metrics(
                 {
                     "best_epoch": best_epoch,
                     f"best_{monitor.replace('/', '_')}": best_val,
-                    "train_seconds": seconds,
+                    "train_seconds": fitted.seconds,
                 }
             )
             meta = {
@@ -186,14 +125,14 @@ def train(cfg: DictConfig) -> TrainResult:
                 "monitor": monitor,
                 "best_val": best_val,
             }
-            bundle = Bundle.from_model(lit.model, data.vocab, split, meta)
+            bundle = Bundle.from_model(fitted.model, data.vocab, split, meta)
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             logger.experiment.log_artifacts(logger.run_id, str(bundle_dir), "bundle")
         logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
         ok = True
     finally:
         tracking.finish_run(logger, ok)
-    return TrainResult(logger.run_id, best_val, monitor, best_epoch, seconds, split.sizes())
+    return TrainResult(logger.run_id, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
 
 
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:

@@ -29,6 +29,29 @@ class Split:
         }
 
 
+def _order_from_end(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by (user, time, item), each row's place from its user's end, users' counts."""
+    order = np.lexsort((data.item_idx, data.timestamp, data.user_idx))
+    users = data.user_idx[order]
+    counts = np.bincount(users, minlength=data.n_users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    from_end = counts[users] - 1 - (np.arange(len(order)) - starts[users])  # 0 = latest row
+    return order, from_end, counts
+
+
+def recency_weights(data: Interactions, strength: float) -> np.ndarray:
+    """Per-row weights ``exp(-strength * f)``, f = 0 for a user's latest row, 1 for the oldest.
+
+    The test period follows each user's training history, so recent interactions say more
+    about what comes next; ``strength=0`` weighs every row 1.
+    """
+    order, from_end, counts = _order_from_end(data)
+    frac = from_end / np.maximum(counts[data.user_idx[order]] - 1, 1)
+    weights = np.empty(len(data), dtype=np.float32)
+    weights[order] = np.exp(-strength * frac)
+    return weights
+
+
 def temporal_split(
     data: Interactions, test_fraction: float = 0.2, val_fraction: float = 0.2
 ) -> Split:
@@ -48,12 +71,8 @@ def temporal_split(
     """
     if not (0.0 <= test_fraction < 1.0 and 0.0 <= val_fraction < 1.0):
         raise ValueError(f"split fractions must be in [0, 1), got {test_fraction}, {val_fraction}")
-    n = len(data)
-    order = np.lexsort((data.item_idx, data.timestamp, data.user_idx))
+    order, from_end, counts = _order_from_end(data)
     users = data.user_idx[order]
-    counts = np.bincount(users, minlength=data.n_users)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    from_end = counts[users] - 1 - (np.arange(n) - starts[users])  # 0 = the user's latest row
     n_test = np.floor(counts * test_fraction + 1e-9).astype(np.int64)
     n_val = np.floor((counts - n_test) * val_fraction + 1e-9).astype(np.int64)
     is_test = from_end < n_test[users]

@@ -61,6 +61,9 @@ def make_logger(logger_cfg: DictConfig, tags: dict[str, str]):
         def finalize(self, status: str = "success") -> None:  # recmf closes the run itself
             pass
 
+    parent = os.environ.get("RECMF_PARENT_RUN_ID")  # set by recmf.sweep during a multirun
+    if parent:
+        tags = {**tags, "mlflow.parentRunId": parent}
     return _RunLogger(
         experiment_name=logger_cfg.experiment_name,
         run_name=logger_cfg.run_name,
