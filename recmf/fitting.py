@@ -62,7 +62,16 @@ def _fit(
     model = MatrixFactorization(
         data.n_users, data.n_items, m.latent_dim, use_bias=m.use_bias, init_std=m.init_std
     )
-    lit = MFLitModule(model, m.loss, lr=m.lr, reg=m.reg, k=cfg.k, log_prefix=prefix)
+    lit = MFLitModule(
+        model,
+        m.loss,
+        lr=m.lr,
+        reg=m.reg,
+        k=cfg.k,
+        bias_reg=m.bias_reg,
+        lr_decay=m.lr_decay,
+        log_prefix=prefix,
+    )
     batch = m.user_batch_size if m.loss == "softmax" else m.batch_size
     dm = InteractionsDataModule(
         split, m.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency

@@ -18,6 +18,8 @@ class MFLitModule(L.LightningModule):
         loss: ``softmax`` (user-batched, full catalogue), ``bpr``, ``bce`` or ``mse``.
         lr: Adam learning rate.
         reg: L2 penalty on the embedding rows a step touches, per positive pair.
+        bias_reg: L2 penalty on the user and item biases a step touches, per positive pair.
+        lr_decay: Multiplies the learning rate after every epoch (1.0 keeps it constant).
         k: Cut-off of the validation metrics; ``val/ndcg_at_{k}`` drives early stopping.
         log_prefix: Namespace of the logged training loss (``train/loss``, ``refit/loss``).
     """
@@ -29,12 +31,16 @@ class MFLitModule(L.LightningModule):
         lr: float,
         reg: float,
         k: int,
+        bias_reg: float = 0.0,
+        lr_decay: float = 1.0,
         log_prefix: str = "train",
     ):
         super().__init__()
         if loss not in losses.LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
         self.model, self.loss_name, self.lr, self.reg, self.k = model, loss, lr, reg, k
+        self.bias_reg = bias_reg if model.use_bias else 0.0
+        self.lr_decay = lr_decay
         self.log_prefix = log_prefix
         self.monitor, self.monitor_mode = self.monitor_for(loss, k)
         self._val_acc: MetricAccumulator | None = None
@@ -50,11 +56,13 @@ class MFLitModule(L.LightningModule):
         dm.to(self.device, self.trainer.global_rank, self.trainer.world_size)
 
     def _l2(self, users: torch.Tensor, items: torch.Tensor, n_pairs: int) -> torch.Tensor:
-        if not self.reg:
-            return torch.zeros((), device=self.device)
-        p = self.model.user_emb(users)
-        q = self.model.item_emb(items)
-        return self.reg * (p.pow(2).sum() + q.pow(2).sum()) / n_pairs
+        m, penalty = self.model, torch.zeros((), device=self.device)
+        if self.reg:
+            penalty = self.reg * (m.user_emb(users).pow(2).sum() + m.item_emb(items).pow(2).sum())
+        if self.bias_reg:
+            biases = m.user_bias(users).pow(2).sum() + m.item_bias(items).pow(2).sum()
+            penalty = penalty + self.bias_reg * biases
+        return penalty / n_pairs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.model
@@ -97,4 +105,8 @@ class MFLitModule(L.LightningModule):
             self.log("val/rmse", rmse, sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        if self.lr_decay == 1.0:
+            return optimizer
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
