@@ -31,6 +31,8 @@ class Fitted:
 
 
 def quiet_lightning() -> None:
+    import lightning  # noqa: F401  (it sets its loggers' levels on import: import it first)
+
     for name in ("lightning.pytorch", "lightning.fabric"):  # its per-fit banners and tips
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning-internal deprecation

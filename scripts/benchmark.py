@@ -4,6 +4,10 @@ Usage:
     python scripts/benchmark.py quality --data ../shared/data/ml-100k
     python scripts/benchmark.py quality --data ../shared/data/ml-100k --seeds 1 2 3 \
         --min-ndcg 0.175 --min-precision 0.15        # exits 1 below either floor (CI)
+    python scripts/benchmark.py rmse --data ../shared/data/ml-100k     # 5-fold CV, loss=mse
+    python scripts/benchmark.py quality --dataset csv --experiment none --schema bench_mlsmall \
+        --data ../shared/data/ml-latest-small/ratings.csv \
+        --items ../shared/data/ml-latest-small/movies.csv    # the default config on any CSV
 
 ``quality`` runs ingest -> train -> evaluate through the same functions as the scripts, with
 the shipped experiment config for the data set, into its own database schema and MLflow store
@@ -18,6 +22,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,11 +49,12 @@ def quality(args: argparse.Namespace) -> int:
         f"logger.tracking_uri=sqlite:///{work / 'mlflow.db'}",
         "logger.experiment_name=benchmark",
     ]
-    data = [
-        f"experiment={args.experiment}",
-        f"dataset.path={Path(args.data).resolve()}",
-        f"db.schema={args.schema}",
-    ]
+    data = [f"dataset={args.dataset}", f"db.schema={args.schema}"]
+    if args.experiment != "none":  # "none": the default config, no data-set-specific file
+        data.append(f"experiment={args.experiment}")
+    data.append(f"dataset.path={Path(args.data).resolve()}")
+    if args.items:
+        data.append(f"dataset.items_path={Path(args.items).resolve()}")
     runs = []
     for seed in args.seeds:
         cfg = _compose("train", [*data, *logger, f"seed={seed}", *args.overrides])
@@ -91,7 +98,7 @@ def quality(args: argparse.Namespace) -> int:
         print(f"{key:<16}{m:>10.4f} ± {spread:.4f}{b:>14.4f}")
     train_s = statistics.mean(r["train_seconds"] for r in runs)
     print(f"{'train seconds':<16}{train_s:>10.2f}")
-    out = Path(args.out or work / f"quality-{args.experiment}.json")
+    out = Path(args.out or work / f"quality-{args.schema}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
@@ -110,8 +117,61 @@ def quality(args: argparse.Namespace) -> int:
         failed.append(f"NDCG@10 {summary['ndcg_at_10']['recmf']:.4f} < {args.min_ndcg}")
     if args.min_precision is not None and summary["precision_at_10"]["recmf"] < args.min_precision:
         failed.append(f"P@10 {summary['precision_at_10']['recmf']:.4f} < {args.min_precision}")
+    ratio = summary["ndcg_at_10"]["recmf"] / summary["ndcg_at_10"]["popularity"]
+    print(f"NDCG@10 is {ratio:.2f}x popularity")
+    if args.min_ratio is not None and ratio < args.min_ratio:
+        failed.append(f"NDCG@10 only {ratio:.2f}x popularity < {args.min_ratio}x")
     if failed:
         print("quality floor not met: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def rmse(args: argparse.Namespace) -> int:
+    from recmf import cli
+    from recmf.datasets import load_source
+    from recmf.rating_cv import kfold_rmse
+    from recmf.store import FeatureStore
+
+    overrides = [
+        f"experiment={args.experiment}",
+        f"dataset.path={Path(args.data).resolve()}",
+        f"db.schema={args.schema}",
+        f"seed={args.seed}",
+        *args.overrides,
+    ]
+    cfg = _compose("train", overrides)
+    with FeatureStore.open(cfg.db) as store:
+        cli.run(lambda: store.ingest(load_source(cfg.dataset)))
+        data = store.read_interactions()
+    t0 = time.perf_counter()
+    result = kfold_rmse(data, cfg, n_folds=args.folds, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    for f in result["folds"]:
+        print(
+            f"fold {f['fold']}: rmse {f['rmse']:.4f} mae {f['mae']:.4f} "
+            f"(val rmse {f['val_rmse']:.4f}, epoch {f['best_epoch']}, "
+            f"{f['train_seconds']:.1f} s)",
+            flush=True,
+        )
+    spread = np.std([f["rmse"] for f in result["folds"]])
+    print(
+        f"\n{args.experiment}, random {args.folds}-fold CV of {len(data)} ratings: "
+        f"RMSE {result['rmse']:.4f} (std over folds {spread:.4f}), MAE {result['mae']:.4f}, "
+        f"{seconds:.0f} s"
+    )
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or work / f"rmse-{args.experiment}.json")
+    out.write_text(
+        json.dumps(
+            {"experiment": args.experiment, "data": str(args.data), "seconds": seconds, **result},
+            indent=2,
+        )
+    )
+    print(f"saved {out}")
+    if args.max_rmse is not None and result["rmse"] > args.max_rmse:
+        print(f"RMSE {result['rmse']:.4f} > {args.max_rmse}", file=sys.stderr)
         return 1
     return 0
 
@@ -120,19 +180,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     q = sub.add_parser("quality", help="ingest -> train -> evaluate on a data set folder")
-    q.add_argument("--data", required=True, help="a MovieLens-100K folder (u.data, u.item)")
-    q.add_argument("--experiment", default="ml100k", help="configs/experiment/<name>.yaml")
+    q.add_argument(
+        "--data", required=True, help="a MovieLens-100K folder, or a ratings CSV with --dataset csv"
+    )
+    q.add_argument("--dataset", default="movielens-100k", choices=["movielens-100k", "csv"])
+    q.add_argument("--items", default=None, help="CSV of item titles (with --dataset csv)")
+    q.add_argument(
+        "--experiment",
+        default="ml100k",
+        help="configs/experiment/<name>.yaml, or none for the default config",
+    )
     q.add_argument("--schema", default="bench_ml100k", help="database schema to ingest into")
     q.add_argument("--seeds", type=int, nargs="+", default=[42])
     q.add_argument("--workdir", default=".recmf/benchmark", help="holds its MLflow store")
     q.add_argument("--out", default=None, help="JSON path (default: in --workdir)")
     q.add_argument("--min-ndcg", type=float, default=None, help="fail below this NDCG@10")
     q.add_argument("--min-precision", type=float, default=None, help="fail below this P@10")
+    q.add_argument(
+        "--min-ratio",
+        type=float,
+        default=None,
+        help="fail below this multiple of popularity's NDCG@10",
+    )
     q.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
+    r = sub.add_parser("rmse", help="rating prediction under random k-fold cross-validation")
+    r.add_argument("--data", required=True, help="a MovieLens-100K folder")
+    r.add_argument("--experiment", default="ml100k_rmse")
+    r.add_argument("--schema", default="bench_ml100k")
+    r.add_argument("--folds", type=int, default=5)
+    r.add_argument("--seed", type=int, default=0, help="seeds the folds and the models")
+    r.add_argument("--workdir", default=".recmf/benchmark")
+    r.add_argument("--out", default=None)
+    r.add_argument("--max-rmse", type=float, default=None, help="fail above this mean RMSE")
+    r.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = parser.parse_args(argv)
-    if not Path(args.data).is_dir():
-        parser.error(f"--data {args.data!r} is not a folder; pass a MovieLens-100K folder")
-    return quality(args)
+    if not Path(args.data).exists():
+        parser.error(f"--data {args.data!r} does not exist; pass a MovieLens-100K folder or CSV")
+    return quality(args) if args.mode == "quality" else rmse(args)
 
 
 if __name__ == "__main__":
