@@ -146,3 +146,15 @@ def test_bundle_round_trip_and_refuses_pickled_arrays(tmp_path):
 
     with pytest.raises(BundleError, match="could not be read safely"):
         Bundle.load(tmp_path / "b")
+
+
+def test_weighted_softmax_loss_ignores_zero_weight_pairs():
+    from recmf.losses import softmax_loss
+
+    logits = torch.randn(2, 5)
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 4])
+    unweighted = softmax_loss(logits, rows, cols)
+    assert softmax_loss(logits, rows, cols, torch.ones(3)) == pytest.approx(unweighted.item())
+    only_first_two = softmax_loss(logits[:1], rows[:2], cols[:2])
+    weighted = softmax_loss(logits, rows, cols, torch.tensor([1.0, 1.0, 0.0]))
+    assert weighted.item() == pytest.approx(only_first_two.item())

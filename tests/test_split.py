@@ -69,3 +69,13 @@ def test_split_rejects_bad_fractions():
     data = make([0], [0], [0])
     with pytest.raises(ValueError):
         temporal_split(data, 1.0, 0.1)
+
+
+def test_recency_weights_decay_from_each_users_latest_row():
+    from recmf.split import recency_weights
+
+    data = make([0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [30, 10, 20, 5, 7])
+    w = recency_weights(data, 2.0)
+    # user 0: times 10, 20, 30 -> ages 1, 0.5, 0; user 1: times 5, 7 -> ages 1, 0
+    assert w.tolist() == pytest.approx([1.0, np.exp(-2.0), np.exp(-1.0), np.exp(-2.0), 1.0])
+    assert recency_weights(data, 0.0).tolist() == [1.0] * 5
