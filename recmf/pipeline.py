@@ -136,9 +136,9 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
-    """The bundle named by ``model=`` (a folder), or by ``run_id=``, or the latest run's."""
-    if cfg.get("model"):
-        return Bundle.load(cfg.model), None
+    """The bundle named by ``bundle=`` (a folder), or by ``run_id=``, or the latest run's."""
+    if cfg.get("bundle"):
+        return Bundle.load(cfg.bundle), None
     run = tracking.find_training_run(cfg.logger, cfg.get("run_id"))
     path = tracking.download_bundle(cfg.logger, run.info.run_id, run.info.artifact_uri)
     return Bundle.load(path), run.info.run_id

@@ -5,6 +5,8 @@ Usage:
     python scripts/benchmark.py quality --data ../shared/data/ml-100k --seeds 1 2 3 \
         --min-ndcg 0.175 --min-precision 0.15        # exits 1 below either floor (CI)
     python scripts/benchmark.py rmse --data ../shared/data/ml-100k     # 5-fold CV, loss=mse
+    python scripts/benchmark.py speed                  # store, training, evaluation, recommend
+    python scripts/benchmark.py speed --device cuda --train-rows 20000000
     python scripts/benchmark.py quality --dataset csv --experiment none --schema bench_mlsmall \
         --data ../shared/data/ml-latest-small/ratings.csv \
         --items ../shared/data/ml-latest-small/movies.csv    # the default config on any CSV
@@ -176,6 +178,136 @@ def rmse(args: argparse.Namespace) -> int:
     return 0
 
 
+def speed(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from recmf import speed as sp
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out: dict = {"device": device, "cpu_count": os.cpu_count()}
+    db = OmegaConf.create(
+        {
+            "url": os.environ.get("RECMF_DATABASE_URL"),
+            "schema": "bench_speed",
+            "data_dir": ".recmf/pgdata",
+        }
+    )
+    if args.store_rows:
+        out["store"] = s = sp.store_io(db, args.store_rows)
+        print(
+            f"store, {s['rows']:,} rows: read {s['read_rows_per_s'] / 1e6:.2f} M rows/s vs "
+            f"psql \\copy binary {s['psql_copy_binary_rows_per_s'] / 1e6:.2f} M rows/s "
+            f"({s['read_vs_ceiling']:.0%} of the ceiling); ingest "
+            f"{s['ingest_rows_per_s'] / 1e6:.2f} M rows/s",
+            flush=True,
+        )
+    out["training"] = []
+    for rows in args.train_rows:
+        for loss in args.losses:
+            batch = args.user_batch if loss == "softmax" else args.batch
+            cmd = [
+                sys.executable,
+                __file__,
+                "_train",
+                str(rows),
+                loss,
+                str(batch),
+                device,
+                str(args.dim),
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            t = json.loads(proc.stdout.strip().splitlines()[-1])
+            out["training"].append(t)
+            print(
+                f"train {loss}, {rows:,} rows, batch {batch}: recmf "
+                f"{t['recmf_epoch_seconds']:.2f} s/epoch vs plain loop "
+                f"{t['reference_epoch_seconds']:.2f} s ({t['ratio']:.2f}x), peak RSS "
+                f"{t['peak_rss_gib']:.2f} GiB",
+                flush=True,
+            )
+    if args.eval_users:
+        e = sp.evaluation(
+            args.eval_users,
+            args.eval_items,
+            args.eval_users * 145,
+            args.dim,
+            20,
+            args.chunk,
+            device,
+        )
+        out["evaluation"] = e
+        print(
+            f"evaluate {e['users']:,} users x {e['items']:,} items, top-20: recmf "
+            f"{e['recmf_seconds']:.2f} s vs bare matmul+topk {e['bare_matmul_topk_seconds']:.2f}"
+            f" s ({e['ratio']:.2f}x)",
+            flush=True,
+        )
+    if args.recommend:
+        out["recommend"] = r = _recommend_speed(db)
+        print(
+            f"recommend CLI {r['recommend_cli_seconds']:.2f} s vs import torch "
+            f"{r['import_torch_seconds']:.2f} s ({r['ratio']:.2f}x); in-process top-10 "
+            f"{r['top_k_one_user_ms']:.2f} ms",
+            flush=True,
+        )
+    path = Path(args.out or Path(args.workdir) / f"speed-{device}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"saved {path}")
+    return 0
+
+
+def _recommend_speed(db) -> dict:
+    """A store of the default synthetic data and a bundle over it, then the timings."""
+    import os
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from recmf import speed as sp
+    from recmf.bundle import Bundle
+    from recmf.datasets import synthetic
+    from recmf.model import MatrixFactorization
+    from recmf.split import temporal_split
+    from recmf.store import FeatureStore
+
+    db = OmegaConf.merge(db, {"schema": "bench_speed_small"})
+    with FeatureStore.open(db) as store:
+        store.ingest(synthetic())
+        data = store.read_interactions()
+        history = store.user_history(["U1"])["U1"]
+    model = MatrixFactorization(data.n_users, data.n_items, 64)
+    meta = {"loss": "softmax", "data": {"schema": db.schema}}
+    tmp = Path(tempfile.mkdtemp(prefix="recmf-speed-"))
+    bundle = Bundle.from_model(model, data.vocab, temporal_split(data), meta).save(tmp / "b")
+    overrides = [f"db.schema={db.schema}", f"db.data_dir={Path(db.data_dir).resolve()}"]
+    out = sp.recommend_cli(ROOT, bundle, overrides, "U1", dict(os.environ))
+    out.update(sp.recommend_in_process(bundle, "U1", history))
+    return out
+
+
+def _train_child(argv: list[str]) -> int:
+    """One training measurement in its own process, so its peak memory is its own."""
+    import resource
+
+    from recmf import speed as sp
+
+    rows, loss, batch, device, dim = int(argv[0]), argv[1], int(argv[2]), argv[3], int(argv[4])
+    n_users, n_items = max(100, rows // 145), max(50, rows // 740)  # MovieLens-20M's shape
+    result = sp.training(rows, n_users, n_items, dim, batch, loss, device)
+    result.update(users=n_users, items=n_items, dim=dim)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -213,7 +345,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None)
     r.add_argument("--max-rmse", type=float, default=None, help="fail above this mean RMSE")
     r.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
+    p = sub.add_parser("speed", help="store, training, evaluation and recommend speed")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--store-rows", type=int, default=5_000_000, help="0 skips the store")
+    p.add_argument("--train-rows", type=int, nargs="*", default=[1_000_000, 5_000_000])
+    p.add_argument("--losses", nargs="+", default=["bpr", "softmax"])
+    p.add_argument("--batch", type=int, default=65536, help="interactions per step (bpr)")
+    p.add_argument("--user-batch", type=int, default=1024, help="users per step (softmax)")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--eval-users", type=int, default=138_000, help="0 skips evaluation")
+    p.add_argument("--eval-items", type=int, default=27_000)
+    p.add_argument("--chunk", type=int, default=2048)
+    p.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--workdir", default=".recmf/benchmark")
+    p.add_argument("--out", default=None)
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_train":
+        return _train_child(sys.argv[2:])
     args = parser.parse_args(argv)
+    if args.mode == "speed":
+        return speed(args)
     if not Path(args.data).exists():
         parser.error(f"--data {args.data!r} does not exist; pass a MovieLens-100K folder or CSV")
     return quality(args) if args.mode == "quality" else rmse(args)

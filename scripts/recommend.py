@@ -3,7 +3,7 @@
 Usage:
     python scripts/recommend.py user=U1
     python scripts/recommend.py user=[U1,U2] k=5 format=json
-    python scripts/recommend.py user=U1 run_id=<id>      # or model=path/to/bundle
+    python scripts/recommend.py user=U1 run_id=<id>      # or bundle=path/to/bundle
     python scripts/recommend.py list_users=true
 """
 

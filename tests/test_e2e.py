@@ -175,3 +175,22 @@ def test_sweep_is_one_parent_run_with_nested_trials(trained):
         best.data.metrics["best_val_ndcg_at_10"]
     )
     assert parent.info.status == "FINISHED"
+
+
+def test_recommend_from_a_bundle_folder_matches_the_run(trained):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    artifacts = client.get_run(trained["run_id"]).info.artifact_uri.removeprefix("file://")
+    args = ["user=U3", "k=4", "format=json"]
+    by_run = _run(
+        "recommend.py", [*args, f"run_id={trained['run_id']}"], trained["cwd"], trained["env"]
+    )
+    by_folder = _run(
+        "recommend.py",
+        [*args, f"bundle={artifacts}/bundle", f"db.schema={trained['schema']}"],
+        trained["cwd"],
+        trained["env"],
+    )
+    assert by_run.returncode == 0 and by_folder.returncode == 0, by_folder.stderr[-2000:]
+    assert json.loads(by_run.stdout) == json.loads(by_folder.stdout)

