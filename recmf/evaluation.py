@@ -49,15 +49,19 @@ class MetricAccumulator:
         Relevant items the user also has in ``exclude`` cannot be ranked and are not counted; users
         left with no relevant item are skipped, so averages are over users with at least one.
         """
-        relevant = truth.dense(users, self.n_items)  # (B, n_items) bool, B bounded by the chunk
+        # (row, item) pairs as sorted int64 codes: membership by isin, no dense (B, n_items) mask
+        rows, cols = truth.rows(users)
+        relevant = rows * self.n_items + cols
         if exclude is not None:
-            rows, cols = exclude.rows(users)
-            relevant[rows, cols] = False
-        n_relevant = relevant.sum(1)
+            ex_rows, ex_cols = exclude.rows(users)
+            unseen = ~torch.isin(relevant, ex_rows * self.n_items + ex_cols)
+            relevant, rows = relevant[unseen], rows[unseen]
+        n_relevant = torch.bincount(rows, minlength=len(users))
         keep = n_relevant > 0
         if not bool(keep.any()):
             return
-        hits = relevant.gather(1, top_items)[keep]  # (B', K)
+        row_codes = torch.arange(len(users), device=users.device).unsqueeze(1) * self.n_items
+        hits = torch.isin(row_codes + top_items, relevant)[keep]  # (B', K)
         n_relevant = n_relevant[keep]
         for k in self.ks:
             for name, values in ranking_metrics(hits, n_relevant, k).items():

@@ -70,10 +70,3 @@ class UserItems:
         """(row-in-batch, item, weight) of the given users; weight is None when unweighted."""
         rows, pos = self._positions(users)
         return rows, self.indices[pos], None if self.weights is None else self.weights[pos]
-
-    def dense(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
-        """A (len(users), n_items) boolean mask; callers keep ``users`` to a bounded chunk."""
-        mask = torch.zeros(len(users), n_items, dtype=torch.bool, device=users.device)
-        rows, cols = self.rows(users)
-        mask[rows, cols] = True
-        return mask

@@ -158,3 +158,30 @@ def test_weighted_softmax_loss_ignores_zero_weight_pairs():
     only_first_two = softmax_loss(logits[:1], rows[:2], cols[:2])
     weighted = softmax_loss(logits, rows, cols, torch.tensor([1.0, 1.0, 0.0]))
     assert weighted.item() == pytest.approx(only_first_two.item())
+
+
+def test_evaluation_matches_a_python_loop_reference():
+    import math
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, k = 12, 15, 5
+    scores = torch.from_numpy(rng.normal(size=(n_users, n_items)))
+    seen_u, seen_i = rng.integers(0, n_users, 40), rng.integers(0, n_items, 40)
+    test_u, test_i = rng.integers(0, n_users, 30), rng.integers(0, n_items, 30)
+    seen = UserItems.from_pairs(seen_u, seen_i, n_users)
+    truth = UserItems.from_pairs(test_u, test_i, n_users)
+    got, n = evaluate_ranking(lambda u: scores[u].clone(), truth, seen, [k], n_items, 5)
+    precision, ndcg = [], []
+    for u in range(n_users):
+        excluded = set(seen_i[seen_u == u].tolist())
+        relevant = set(test_i[test_u == u].tolist()) - excluded
+        if not relevant:
+            continue
+        ranked = [i for i in np.argsort(-scores[u].numpy()) if i not in excluded][:k]
+        hits = [i in relevant for i in ranked]
+        precision.append(sum(hits) / k)
+        dcg = sum(h / math.log2(p + 2) for p, h in enumerate(hits))
+        ndcg.append(dcg / sum(1 / math.log2(p + 2) for p in range(min(k, len(relevant)))))
+    assert n == len(precision)
+    assert got[f"precision_at_{k}"] == pytest.approx(np.mean(precision))
+    assert got[f"ndcg_at_{k}"] == pytest.approx(np.mean(ndcg))
