@@ -295,15 +295,16 @@ def _recommend_speed(db) -> dict:
 
 def _train_child(argv: list[str]) -> int:
     """One training measurement in its own process, so its peak memory is its own."""
-    import resource
-
     from recmf import speed as sp
 
     rows, loss, batch, device, dim = int(argv[0]), argv[1], int(argv[2]), argv[3], int(argv[4])
     n_users, n_items = max(100, rows // 145), max(50, rows // 740)  # MovieLens-20M's shape
     result = sp.training(rows, n_users, n_items, dim, batch, loss, device)
     result.update(users=n_users, items=n_items, dim=dim)
-    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    result["peak_rss_gib"] = hwm_kib / 2**20
     print(json.dumps(result))
     return 0
 

@@ -396,3 +396,13 @@ def test_sort_unique_rows_orders_by_natural_key_and_keeps_first_repeat(scale):
     keep, repeats = sort_unique_rows(user, item, ts)
     assert repeats == 2
     assert keep.tolist() == [3, 1, 4, 0]  # (1,7,3) (1,7,4) (2,3,1) (2,5,9); firsts of repeats
+
+
+def test_factorize_handles_inputs_pyarrow_converts_in_chunks():
+    from recmf.store.rows import factorize
+
+    # numpy unicode arrays of a few million rows come back from pa.array as a ChunkedArray
+    ids = np.char.add("U", (np.arange(3_000_000) % 1000).astype(str))
+    codes, uniques = factorize(ids, "user")
+    assert len(uniques) == 1000 and uniques[7] == "U7"
+    assert codes[1007] == 7 and codes.max() == 999

@@ -162,8 +162,8 @@ class FeatureStore:
             )
         vocab = Vocab(user_ids=user_ids, item_ids=item_ids, item_titles=titles)
         return Interactions(
-            user_idx=_positions(user_keys)[ukey],
-            item_idx=_positions(item_keys)[ikey],
+            user_idx=_to_positions(user_keys, ukey),
+            item_idx=_to_positions(item_keys, ikey),
             rating=rating.astype(np.float32, copy=False),
             timestamp=ts,
             vocab=vocab,
@@ -229,6 +229,13 @@ class FeatureStore:
         )
         with self._errors("reading item titles"), self._engine.connect() as conn:
             return {item: title for item, title in conn.execute(query)}
+
+
+def _to_positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row positions in the sorted ``keys`` of each of ``values`` (all of which are keys)."""
+    if len(keys) and int(keys[-1]) - int(keys[0]) == len(keys) - 1:
+        return values - keys[0]  # gap-free keys (the usual case): a subtraction, not a gather
+    return _positions(keys)[values]
 
 
 def _positions(keys: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         array = pa.array(values, type=pa.string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):  # e.g. ints in an object array: ids are text
         array = pa.array(np.asarray(values).astype(str), type=pa.string())
+    if isinstance(array, pa.ChunkedArray):  # pa.array chunks large inputs; one dictionary wanted
+        array = array.combine_chunks()
     if array.null_count:
         raise ValueError(
             f"{what} ids contain {array.null_count} missing values; every row needs one"
