@@ -139,6 +139,10 @@ def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
     """The bundle named by ``bundle=`` (a folder), or by ``run_id=``, or the latest run's."""
     if cfg.get("bundle"):
         return Bundle.load(cfg.bundle), None
+    fast = tracking.local_bundle_fast(cfg.logger, cfg.get("run_id"))
+    if fast is not None:  # the common local case, without importing MLflow
+        bundle = Bundle.load(fast)
+        return bundle, bundle.meta.get("run_id")
     run = tracking.find_training_run(cfg.logger, cfg.get("run_id"))
     path = tracking.download_bundle(cfg.logger, run.info.run_id, run.info.artifact_uri)
     return Bundle.load(path), run.info.run_id

@@ -194,3 +194,16 @@ def test_recommend_from_a_bundle_folder_matches_the_run(trained):
     )
     assert by_run.returncode == 0 and by_folder.returncode == 0, by_folder.stderr[-2000:]
     assert json.loads(by_run.stdout) == json.loads(by_folder.stdout)
+
+
+def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
+    from recmf import tracking
+
+    logger = OmegaConf.create(
+        {"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"], "experiment_name": "recmf"}
+    )
+    for run_id in (None, trained["run_id"]):
+        run = tracking.find_training_run(logger, run_id)
+        slow = tracking.download_bundle(logger, run.info.run_id, run.info.artifact_uri)
+        assert tracking.local_bundle_fast(logger, run_id) == slow
+    assert tracking.local_bundle_fast(logger, "0123456789abcdef") is None
