@@ -17,7 +17,12 @@ from recmf.split import Split, recency_weights
 
 
 class _Epochs:
-    """Base of the batch iterables: one fresh permutation per pass, the same on every rank."""
+    """Base of the batch iterables: one fresh permutation per pass, the same on every rank.
+
+    ``batch_size`` is the global batch: under DDP, rank r of w takes positions r, r+w, ... of
+    each global batch, so the ranks' slices are disjoint, cover the epoch, and every rank takes
+    the same number of steps (what DDP's gradient all-reduce needs).
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n, self.batch_size, self.seed = n, batch_size, seed
@@ -25,17 +30,23 @@ class _Epochs:
         self.rank, self.world_size = 0, 1
         self.device = torch.device("cpu")
 
-    def _permutation(self) -> torch.Tensor:
+    def _local_batches(self):
+        """This rank's index slices of this epoch's permutation, one per global batch."""
         gen = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch)
         perm = torch.randperm(self.n, generator=gen, device=self.device)
         self.epoch += 1
-        # each DDP rank takes a disjoint, equal-length share of the same permutation
-        share = self.n // self.world_size if self.world_size > 1 else self.n
-        return perm[self.rank * share : (self.rank + 1) * share] if self.world_size > 1 else perm
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield perm[start : start + self.batch_size][self.rank :: self.world_size]
+
+    def _generator(self) -> torch.Generator:
+        """Seeded per epoch and rank, so ranks draw different negatives."""
+        seed = self.seed + 7919 * self.epoch + 104_729 * self.rank
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        share = self.n // self.world_size
-        return max(1, -(-share // self.batch_size))
+        full, rest = divmod(self.n, self.batch_size)
+        # a last global batch too small to give every rank a sample is dropped
+        return max(1, full + (rest >= self.world_size))
 
 
 class UserChunks(_Epochs):
@@ -46,9 +57,8 @@ class UserChunks(_Epochs):
         self.users, self.items = users, items
 
     def __iter__(self):
-        perm = self._permutation()
-        for start in range(0, len(perm), self.batch_size):
-            users = self.users[perm[start : start + self.batch_size]]
+        for local in self._local_batches():
+            users = self.users[local]
             rows, cols, weights = self.items.weighted_rows(users)
             yield {"users": users, "rows": rows, "cols": cols, "weights": weights}
 
@@ -63,10 +73,8 @@ class InteractionSlices(_Epochs):
         self.n_items, self.n_negatives = n_items, n_negatives
 
     def __iter__(self):
-        perm = self._permutation()
-        gen = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * self.epoch)
-        for start in range(0, len(perm), self.batch_size):
-            rows = perm[start : start + self.batch_size]
+        gen = self._generator()
+        for rows in self._local_batches():
             batch = {"users": self.user_idx[rows], "items": self.item_idx[rows], "weights": None}
             if self.weights is not None:
                 batch["weights"] = self.weights[rows]

@@ -83,7 +83,14 @@ class MFLitModule(L.LightningModule):
                 fn = losses.bpr_loss if self.loss_name == "bpr" else losses.bce_loss
                 loss = fn(pos, neg, batch["weights"]) + self._l2(users, items, len(users))
             n = len(users)
-        self.log(f"{self.log_prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log(
+            f"{self.log_prefix}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,  # the mean over DDP ranks; a no-op in one process
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -51,7 +51,7 @@ class MatrixFactorization(nn.Module):
         """Scores of the given users against every item, shape (B, n_items)."""
         scores = self.user_emb(user_idx) @ self.item_emb.weight.T  # (B, n_items)
         if self.use_bias:
-            scores = scores + self.item_bias.weight.T
+            scores = scores + self.item_bias.weight.view(1, -1)  # a view with DDP-friendly strides
             scores = scores + self.user_bias(user_idx) + self.global_bias
         return scores
 

@@ -18,7 +18,8 @@ def main(cfg: DictConfig) -> float:
     from recmf.pipeline import train
 
     result = cli.run(lambda: train(cfg))
-    print(result.summary())
+    if result.run_id:  # DDP ranks other than 0 have no run of their own
+        print(result.summary())
     return result.best_val  # the objective of hparams_search sweeps
 
 

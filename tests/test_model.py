@@ -185,3 +185,17 @@ def test_evaluation_matches_a_python_loop_reference():
     assert n == len(precision)
     assert got[f"precision_at_{k}"] == pytest.approx(np.mean(precision))
     assert got[f"ndcg_at_{k}"] == pytest.approx(np.mean(ndcg))
+
+
+def test_ddp_ranks_take_disjoint_slices_that_cover_each_epoch():
+    split = checkerboard(20)  # 180 training interactions: batches of 64, 64 and 52
+    loaders = []
+    for rank in (0, 1):
+        dm = InteractionsDataModule(split, "bpr", 64, 1, seed=5)
+        dm.to("cpu", rank=rank, world_size=2)
+        loaders.append(dm.train_dataloader())
+    batches = [[b["items"] * 100 + b["users"] for b in loader] for loader in loaders]
+    assert len(batches[0]) == len(batches[1]) == len(loaders[0]) == 3  # same steps on each rank
+    seen = [torch.cat(b).tolist() for b in batches]
+    assert not set(seen[0]) & set(seen[1])
+    assert len(seen[0]) + len(seen[1]) == len(split.train)
