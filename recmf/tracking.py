@@ -20,24 +20,13 @@ KIND_TAG = "recmf_kind"  # "train" on training runs
 BUNDLE_TAG = "recmf_bundle"  # "1" once a run's bundle is fully logged
 
 
-def hide_password(url: str | None) -> str | None:
-    """The URL with any password replaced by ``***``; non-URLs pass through unchanged."""
-    if not url:
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable url>"
-
-
 def safe_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, with the database password hidden."""
+    from recmf.store.errors import safe_url
+
     data = OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(data.get("db"), dict):
-        data["db"]["url"] = hide_password(data["db"].get("url"))
+    if isinstance(data.get("db"), dict) and data["db"].get("url"):
+        data["db"]["url"] = safe_url(data["db"]["url"])
     data.pop("hydra", None)
     return data
 
