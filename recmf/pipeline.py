@@ -148,10 +148,6 @@ def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
     return Bundle.load(path), run.info.run_id
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(tracking.safe_config(cfg))
-
-
 @dataclass
 class EvalResult:
     run_id: str | None
