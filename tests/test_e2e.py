@@ -152,10 +152,24 @@ def test_evaluate_without_any_training_run_says_so(tmp_path):
     assert "no finished training run" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sweep_is_one_parent_run_with_nested_trials(trained):
+@pytest.mark.parametrize(
+    ("name", "sweep"),
+    [
+        ("basic", ["latent_dim=4,8"]),
+        ("optuna", ["hparams_search=optuna", "hydra.sweeper.n_trials=2"]),
+    ],
+)
+def test_sweep_is_one_parent_run_with_nested_trials(trained, name, sweep):
+    experiment = f"sweep_{name}"
     proc = _run(
         "train.py",
-        ["-m", f"db.schema={trained['schema']}", *TINY, "latent_dim=4,8"],
+        [
+            "-m",
+            f"db.schema={trained['schema']}",
+            *TINY,
+            *sweep,
+            f"logger.experiment_name={experiment}",
+        ],
         trained["cwd"],
         trained["env"],
     )
@@ -163,12 +177,14 @@ def test_sweep_is_one_parent_run_with_nested_trials(trained):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("recmf")
+    exp = client.get_experiment_by_name(experiment)
     [parent] = client.search_runs([exp.experiment_id], "tags.recmf_kind = 'sweep'")
     trials = client.search_runs(
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert sorted(t.data.params["latent_dim"] for t in trials) == ["4", "8"]
+    assert len(trials) == 2
+    if name == "basic":
+        assert sorted(t.data.params["latent_dim"] for t in trials) == ["4", "8"]
     best = max(trials, key=lambda t: t.data.metrics["best_val_ndcg_at_10"])
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
     assert parent.data.metrics["best_trial_best_val_ndcg_at_10"] == pytest.approx(
