@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> TrainResult:
     if len(split.train) == 0 or len(split.val) == 0:
         raise ConfigError(
             f"the store holds {len(data)} interactions of {data.n_users} users, too few to hold "
-            "out a validation period (each user needs at least 7 interactions with the default "
+            "out a validation period (each user needs at least 6 interactions with the default "
             "split fractions). Ingest more data or lower split.val_fraction/split.test_fraction."
         )
     from recmf.fitting import fit_select_refit, quiet_lightning
