@@ -38,7 +38,7 @@ class UserItems:
         np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
         return cls(
             torch.from_numpy(indptr),
-            torch.from_numpy(i.astype(np.int64)),
+            torch.from_numpy(i.astype(np.int64, copy=False)),
             None if w is None else torch.from_numpy(w),
         )
 
