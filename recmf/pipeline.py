@@ -180,6 +180,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     import torch
 
     from recmf.evaluation import evaluate_ranking, popularity_scores
+    from recmf.metrics import METRICS
     from recmf.report import write_report
     from recmf.sparse import UserItems
 
@@ -209,7 +210,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
             val_metrics, _ = evaluate_ranking(
                 model.score_all, val, train, ks, n_items, cfg.chunk_size
             )
-    wanted = {f"{m}_at_{k}" for m in (*_ALL_METRICS,) for k in ks}
+    wanted = {f"{m}_at_{k}" for m in (*METRICS, "coverage") for k in ks}
     metrics = {k: v for k, v in curve.items() if k in wanted}
     baseline = {k: v for k, v in curve_base.items() if k in wanted}
     extra = {
@@ -250,9 +251,6 @@ def evaluate(cfg: DictConfig) -> EvalResult:
             tracking.log_metrics(cfg.logger, run_id, logged)
             tracking.log_artifacts(cfg.logger, run_id, Path(tmp), "report")
     return result
-
-
-_ALL_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
 
 
 def recommend(cfg: DictConfig):

@@ -39,11 +39,14 @@ def store_io(db_cfg, n_rows: int, seed: int = 0) -> dict:
 
     n_users, n_items = max(100, n_rows // 145), max(50, n_rows // 740)  # MovieLens-20M shape
     raw = synthetic(n_users=n_users, n_items=n_items, n_interactions=n_rows, seed=seed)
+    from recmf.store.schema import validate_schema_name
+
+    schema = validate_schema_name(db_cfg.schema)  # it is quoted into the SQL below
     url, server = resolve_url(db_cfg)
     try:
         engine = sa.create_engine(normalise_url(url))
         with engine.begin() as conn:  # a fresh schema: the ingest figure is a first load
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{db_cfg.schema}" CASCADE')
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         engine.dispose()
         with FeatureStore.open(db_cfg) as store:
             t0 = time.perf_counter()
@@ -54,7 +57,7 @@ def store_io(db_cfg, n_rows: int, seed: int = 0) -> dict:
         psql = _psql_binary()
         query = (
             f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
-            f'FROM "{db_cfg.schema}".interactions'
+            f'FROM "{schema}".interactions'
         )
         libpq_url = url.replace("postgresql+psycopg2://", "postgresql://")
         cmd = [psql, libpq_url, "-q", "-c", f"\\copy ({query}) TO '/dev/null' WITH (FORMAT binary)"]

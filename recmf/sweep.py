@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-PARENT_ENV = "RECMF_PARENT_RUN_ID"  # read by recmf.tracking.make_logger in each trial
+from recmf.tracking import KIND_TAG, PARENT_ENV
 
 
 class MLflowSweepParent(Callback):
@@ -34,7 +34,7 @@ class MLflowSweepParent(Callback):
         exp_id = exp.experiment_id if exp else client.create_experiment(name)
         sweep = config.hydra.sweeper
         run = client.create_run(
-            exp_id, tags={"recmf_kind": "sweep"}, run_name=f"sweep {config.hydra.job.name}"
+            exp_id, tags={KIND_TAG: "sweep"}, run_name=f"sweep {config.hydra.job.name}"
         )
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id

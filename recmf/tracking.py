@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 KIND_TAG = "recmf_kind"  # "train" on training runs
 BUNDLE_TAG = "recmf_bundle"  # "1" once a run's bundle is fully logged
+PARENT_ENV = "RECMF_PARENT_RUN_ID"  # set by recmf.sweep during a multirun: trials nest under it
 
 
 def safe_config(cfg: DictConfig) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def make_logger(logger_cfg: DictConfig, tags: dict[str, str]):
         def finalize(self, status: str = "success") -> None:  # recmf closes the run itself
             pass
 
-    parent = os.environ.get("RECMF_PARENT_RUN_ID")  # set by recmf.sweep during a multirun
+    parent = os.environ.get(PARENT_ENV)
     if parent:
         tags = {**tags, "mlflow.parentRunId": parent}
     return _RunLogger(
