@@ -41,9 +41,9 @@ class Bundle:
         arrays = {}
         for part in _PARTS:
             rows = getattr(split, part)
-            arrays[f"{part}_user"] = rows.user_idx.astype(np.int32)
-            arrays[f"{part}_item"] = rows.item_idx.astype(np.int32)
-            arrays[f"{part}_rating"] = rows.rating.astype(np.float32)
+            arrays[f"{part}_user"] = rows.user_idx.astype(np.int32, copy=False)
+            arrays[f"{part}_item"] = rows.item_idx.astype(np.int32, copy=False)
+            arrays[f"{part}_rating"] = rows.rating.astype(np.float32, copy=False)
         meta = {"format": FORMAT, "hparams": model.hparams(), **meta}
         return cls(meta, weights, vocab, arrays)
 

@@ -159,9 +159,9 @@ class InteractionsDataModule(L.LightningDataModule):
         if self.loss == "mse":
             rating = torch.from_numpy(np.asarray(train.rating, dtype=np.float32))
         return InteractionSlices(
-            # copy=False: share the split's arrays instead of holding a second copy of them
-            torch.from_numpy(train.user_idx.astype(np.int64, copy=False)),
-            torch.from_numpy(train.item_idx.astype(np.int64, copy=False)),
+            # the split's own (int32) arrays, shared: no second copy (embeddings take int32)
+            torch.from_numpy(np.ascontiguousarray(train.user_idx)),
+            torch.from_numpy(np.ascontiguousarray(train.item_idx)),
             rating,
             None if self.weights is None else torch.from_numpy(self.weights),
             train.n_items,

@@ -87,6 +87,15 @@ def _fit(
     return lit, trainer
 
 
+def _release(lit) -> None:
+    """Drop the trainer <-> module cycle now, so its datamodule's tensors go before the next
+    phase allocates (at 20M rows they are hundreds of MB)."""
+    import gc
+
+    lit.trainer = None
+    gc.collect()
+
+
 def fit_select_refit(cfg: DictConfig, split: Split, logger, workdir: Path) -> Fitted:
     """Train with early stopping on the validation metric, then (``cfg.refit``) retrain on
     train + validation for the selected number of epochs.
@@ -112,10 +121,13 @@ def fit_select_refit(cfg: DictConfig, split: Split, logger, workdir: Path) -> Fi
     lit.load_state_dict(best["state_dict"])
     best_epoch, best_val = int(best["epoch"]) + 1, float(ckpt.best_model_score)
     checkpoints = [Path(ckpt.best_model_path)]
+    _release(lit)
     if cfg.refit:
         t0 = time.perf_counter()
         lit, trainer = _fit(cfg, merge_train_val(split), logger, [], best_epoch, "refit", False)
         seconds += time.perf_counter() - t0
         checkpoints.append(workdir / "refit.ckpt")
         trainer.save_checkpoint(checkpoints[-1])
+        del trainer
+        _release(lit)
     return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints)

@@ -1,7 +1,7 @@
 """Plain data that crosses module boundaries: interactions as numpy columns and the id vocabulary.
 
 Ids are not positions: ``user_id``/``item_id`` are the external strings (``"U1"``), ``user_idx``/
-``item_idx`` are contiguous int64 rows. :class:`Vocab` is the one mapping between them and is
+``item_idx`` are contiguous integer rows. :class:`Vocab` is the one mapping between them and is
 saved with the model.
 """
 
@@ -83,8 +83,8 @@ class Vocab:
 class Interactions:
     """One row per (user, item, time) event, as numpy columns aligned by position."""
 
-    user_idx: np.ndarray  # (n,) int64, row in vocab.user_ids
-    item_idx: np.ndarray  # (n,) int64, row in vocab.item_ids
+    user_idx: np.ndarray  # (n,) int32 or int64, row in vocab.user_ids (the store reads int32)
+    item_idx: np.ndarray  # (n,) int32 or int64, row in vocab.item_ids
     rating: np.ndarray  # (n,) float32, NaN where the source had no rating
     timestamp: np.ndarray  # (n,) int64 unix seconds
     vocab: Vocab

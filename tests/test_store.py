@@ -77,7 +77,7 @@ def test_store_round_trip_keeps_ids_ratings_and_times_exactly(store):
     assert (result.new_users, result.new_items) == (len(NASTY_USERS), len(NASTY_ITEMS))
     assert as_rows(store) == set(rows)
     data = store.read_interactions()
-    assert data.user_idx.dtype == np.int64 and data.rating.dtype == np.float32
+    assert data.user_idx.dtype == np.int32 and data.rating.dtype == np.float32  # lean at 20M
     # vocabulary: every user and item, contiguous positions, first appearance first
     assert list(data.vocab.user_ids) == NASTY_USERS
     assert sorted(set(data.user_idx.tolist())) == list(range(len(NASTY_USERS)))
@@ -406,3 +406,22 @@ def test_factorize_handles_inputs_pyarrow_converts_in_chunks():
     codes, uniques = factorize(ids, "user")
     assert len(uniques) == 1000 and uniques[7] == "U7"
     assert codes[1007] == 7 and codes.max() == 999
+
+
+def test_binary_copy_stream_decodes_across_arbitrary_write_boundaries():
+    from recmf.store.copy_io import _RowSink, encode_fixed
+
+    rng = np.random.default_rng(0)
+    cols = [rng.integers(-(2**40), 2**40, 5000), rng.random(5000).astype(np.float32)]
+    payload = encode_fixed(cols, ("int8", "float4"))
+    for cuts in ([], [1, 5, 19, 20, 37], sorted(rng.integers(0, len(payload), 50).tolist())):
+        sink = _RowSink(("int8", "float4"), [lambda v: v.astype(np.int64) * 2, None])
+        for lo, hi in zip([0, *cuts], [*cuts, len(payload)], strict=True):
+            sink.write(memoryview(payload)[lo:hi])
+        key, value = sink.finish()
+        assert key.tolist() == (cols[0] * 2).tolist() and value.tolist() == cols[1].tolist()
+    for bad in (payload[:-1], payload[:10], payload[:-2] + payload[30:40] + payload[-2:]):
+        sink = _RowSink(("int8", "float4"), None)
+        with pytest.raises(ValueError):
+            sink.write(bad)
+            sink.finish()

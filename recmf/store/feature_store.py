@@ -154,17 +154,19 @@ class FeatureStore:
                 ("int8", "text", "text"),
             )
             # coalesce: every row fixed-width (a NULL would be a field without bytes).
-            ukey, ikey, rating, ts = copy_out(
+            # Keys become int32 positions chunk by chunk, so 8-byte keys are never held in full.
+            user_idx, item_idx, rating, ts = copy_out(
                 cursor,
                 f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
                 f"FROM {q('interactions')}",
                 ("int8", "int8", "float4", "int8"),
+                convert=(_position_fn(user_keys), _position_fn(item_keys), None, None),
             )
         vocab = Vocab(user_ids=user_ids, item_ids=item_ids, item_titles=titles)
         return Interactions(
-            user_idx=_to_positions(user_keys, ukey),
-            item_idx=_to_positions(item_keys, ikey),
-            rating=rating.astype(np.float32, copy=False),
+            user_idx=user_idx,
+            item_idx=item_idx,
+            rating=rating,
             timestamp=ts,
             vocab=vocab,
         )
@@ -231,15 +233,13 @@ class FeatureStore:
             return {item: title for item, title in conn.execute(query)}
 
 
-def _to_positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Row positions in the sorted ``keys`` of each of ``values`` (all of which are keys)."""
+def _position_fn(keys: np.ndarray):
+    """Function mapping an array of ``keys`` (all present, sorted) to their int32 positions."""
+    if len(keys) >= 2**31:
+        raise ValueError(f"{len(keys)} ids do not fit int32 positions")
     if len(keys) and int(keys[-1]) - int(keys[0]) == len(keys) - 1:
-        return values - keys[0]  # gap-free keys (the usual case): a subtraction, not a gather
-    return _positions(keys)[values]
-
-
-def _positions(keys: np.ndarray) -> np.ndarray:
-    """Lookup array: ``out[key]`` is the row position of ``key`` in the sorted ``keys``."""
-    lookup = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, dtype=np.int64)
-    lookup[keys] = np.arange(len(keys), dtype=np.int64)
-    return lookup
+        first = keys[0]  # gap-free keys (the usual case): a subtraction, not a gather
+        return lambda values: (values - first).astype(np.int32)
+    lookup = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, dtype=np.int32)
+    lookup[keys] = np.arange(len(keys), dtype=np.int32)
+    return lambda values: lookup[values]

@@ -33,22 +33,25 @@ def _id_hashes(ids: np.ndarray) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
+_HASH_CHUNK = 1 << 20  # rows hashed per pass: the uint64 temporaries stay at a few MB each
+
+
 def content_hash(interactions: Interactions) -> str:
     """SHA-256 hex digest of the set of (user_id, item_id, rating, timestamp) rows."""
     vocab = interactions.vocab
     n = len(interactions)
+    user_ids, item_ids = _id_hashes(vocab.user_ids), _id_hashes(vocab.item_ids)
+    total, xor = 0, 0
     with np.errstate(over="ignore"):
-        user_h = _id_hashes(vocab.user_ids)[interactions.user_idx]
-        item_h = _id_hashes(vocab.item_ids)[interactions.item_idx]
-        rating = np.asarray(interactions.rating, dtype=np.float32)
-        rating = np.where(np.isnan(rating), np.float32(np.nan), rating)  # one NaN bit pattern
-        rating_bits = rating.view(np.uint32).astype(np.uint64)
-        ts_bits = np.asarray(interactions.timestamp, dtype=np.int64).view(np.uint64)
-        h = _mix(user_h + _GOLDEN)
-        h = _mix(h ^ item_h)
-        h = _mix(h ^ ts_bits)
-        h = _mix(h ^ rating_bits)
-        total = int(h.sum(dtype=np.uint64)) if n else 0
-        xor = int(np.bitwise_xor.reduce(h)) if n else 0
+        for lo in range(0, n, _HASH_CHUNK):
+            hi = min(n, lo + _HASH_CHUNK)
+            rating = np.asarray(interactions.rating[lo:hi], dtype=np.float32)
+            rating = np.where(np.isnan(rating), np.float32(np.nan), rating)  # one NaN pattern
+            h = _mix(user_ids[interactions.user_idx[lo:hi]] + _GOLDEN)
+            h = _mix(h ^ item_ids[interactions.item_idx[lo:hi]])
+            h = _mix(h ^ np.asarray(interactions.timestamp[lo:hi], dtype=np.int64).view(np.uint64))
+            h = _mix(h ^ rating.view(np.uint32).astype(np.uint64))
+            total = (total + int(h.sum(dtype=np.uint64))) % (1 << 64)
+            xor ^= int(np.bitwise_xor.reduce(h))
     text = f"recmf-interactions-v1:{n}:{total}:{xor}"
     return hashlib.sha256(text.encode()).hexdigest()
