@@ -133,12 +133,15 @@ class InteractionsDataModule(L.LightningDataModule):
         n_users = split.train.n_users
         train = split.train
         self.weights = recency_weights(train, recency) if recency else None
+        pair_weights = self.weights if loss in USER_BATCHED else None  # only softmax reads them
         self.train_items = UserItems.from_pairs(
-            train.user_idx, train.item_idx, n_users, self.weights
+            train.user_idx, train.item_idx, n_users, pair_weights
         )
         self.val_items = UserItems.from_pairs(split.val.user_idx, split.val.item_idx, n_users)
         self._train = self._make_train_batches()
-        self._val = ValUsers(torch.nonzero(self.val_items.counts() > 0).squeeze(1), eval_chunk_size)
+        # at most ~16M scores (64 MB) per validation chunk: 2048 users x 27k items was 221 MB
+        chunk = max(64, min(eval_chunk_size, (1 << 24) // max(1, train.n_items)))
+        self._val = ValUsers(torch.nonzero(self.val_items.counts() > 0).squeeze(1), chunk)
         val = split.val
         rated = ~np.isnan(val.rating)  # (user, item, rating) of validation, for val/rmse
         self.val_ratings = tuple(
