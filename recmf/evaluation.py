@@ -5,6 +5,7 @@ Memory is bounded by ``chunk_size * n_items``; a dense users x items matrix is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -97,3 +98,92 @@ def popularity_scores(item_idx: torch.Tensor, n_items: int) -> ScoreFn:
     """Score every item by its interaction count in the given (training) rows."""
     counts = torch.bincount(item_idx, minlength=n_items).double()
     return lambda users: counts.expand(len(users), -1)
+
+
+BUCKETS = ("head", "torso", "tail")
+
+
+def popularity_buckets(item_idx: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Bucket of every item, 0 head, 1 torso, 2 tail, by its share of the given interactions.
+
+    Items are ranked by their interaction count in ``item_idx`` (the train + validation rows, as
+    for :func:`popularity_scores`), ties broken by item index. Head is the most popular items that
+    together hold the first third of the interactions, torso the next third, tail the rest: an
+    item goes to the bucket in which its first interaction falls, so the item that crosses a
+    third's line belongs to the bucket before it. Items with no interaction are in the tail.
+    """
+    counts = torch.bincount(item_idx.long(), minlength=n_items).cpu()
+    order = torch.sort(-counts, stable=True).indices  # most popular first, ties by index
+    before = torch.cumsum(counts[order], 0) - counts[order]  # interactions of the items ahead
+    total = int(counts.sum())
+    # integers throughout: 3 * before < total is "starts inside the first third", no rounding
+    ranked = (3 * before >= total).long() + (3 * before >= 2 * total).long()
+    buckets = torch.empty(n_items, dtype=torch.long)
+    buckets[order] = ranked
+    buckets[counts == 0] = len(BUCKETS) - 1
+    return buckets.to(item_idx.device)
+
+
+class BucketAccumulator:
+    """Counts test pairs and their hits per item bucket over chunks; ``result()`` gives rates."""
+
+    def __init__(self, buckets: torch.Tensor, k: int):
+        self.buckets, self.k = buckets, k
+        n = len(BUCKETS)
+        self.pairs = torch.zeros(n, dtype=torch.long, device=buckets.device)
+        self.hits = torch.zeros(n, dtype=torch.long, device=buckets.device)
+
+    def add(self, users: torch.Tensor, top_items: torch.Tensor, truth: UserItems, exclude=None):
+        """Count a chunk's (user, test item) pairs, and those ranked in the user's top k.
+
+        Pairs whose item the user also has in ``exclude`` cannot be ranked and are not counted.
+        """
+        n_items = len(self.buckets)
+        rows, cols = truth.rows(users)
+        codes = rows * n_items + cols  # (pairs,) sorted int64 codes, as in MetricAccumulator
+        if exclude is not None:
+            ex_rows, ex_cols = exclude.rows(users)
+            unseen = ~torch.isin(codes, ex_rows * n_items + ex_cols)
+            codes, cols = codes[unseen], cols[unseen]
+        row_codes = torch.arange(len(users), device=users.device).unsqueeze(1) * n_items
+        hit = torch.isin(codes, (row_codes + top_items[:, : self.k]).reshape(-1))
+        bucket = self.buckets[cols.long()]
+        self.pairs += torch.bincount(bucket, minlength=len(BUCKETS))
+        self.hits += torch.bincount(bucket[hit], minlength=len(BUCKETS))
+
+    def result(self) -> dict[str, dict[str, float]]:
+        n_items = torch.bincount(self.buckets, minlength=len(BUCKETS))
+        return {
+            name: {
+                "hit_rate": int(self.hits[b]) / int(self.pairs[b]) if self.pairs[b] else math.nan,
+                "n_pairs": int(self.pairs[b]),
+                "n_hits": int(self.hits[b]),
+                "n_items": int(n_items[b]),
+            }
+            for b, name in enumerate(BUCKETS)
+        }
+
+
+def bucket_hit_rates(
+    score_fn: ScoreFn,
+    truth: UserItems,
+    exclude: UserItems | None,
+    buckets: torch.Tensor,
+    k: int,
+    chunk_size: int = 2048,
+) -> dict[str, dict[str, float]]:
+    """Hit rate@k per item popularity bucket (see :func:`popularity_buckets`).
+
+    For each bucket, the share of the test (user, item) pairs whose item is in that bucket that
+    appear in that user's top k, the user's ``exclude`` items (train and validation) never ranked
+    and pairs with such an item not counted. Memory is bounded by ``chunk_size * n_items``.
+
+    Returns:
+        ``{bucket: {"hit_rate", "n_pairs", "n_hits", "n_items"}}`` for head, torso and tail; a
+        bucket with no test pair has hit rate NaN.
+    """
+    users = torch.nonzero(truth.counts() > 0).squeeze(1).to(truth.indptr.device)
+    acc = BucketAccumulator(buckets, k)
+    for chunk, top_items, _ in topk_chunks(score_fn, users, exclude, k, chunk_size):
+        acc.add(chunk, top_items, truth, exclude)
+    return acc.result()

@@ -179,7 +179,12 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     """
     import torch
 
-    from recmf.evaluation import evaluate_ranking, popularity_scores
+    from recmf.evaluation import (
+        bucket_hit_rates,
+        evaluate_ranking,
+        popularity_buckets,
+        popularity_scores,
+    )
     from recmf.metrics import METRICS
     from recmf.report import write_report
     from recmf.sparse import UserItems
@@ -226,6 +231,18 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         err = err[~np.isnan(ratings)]
         extra["rmse"], extra["mae"] = float(np.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
     result = EvalResult(run_id, metrics, baseline, ks, n_eval, val_metrics, extra)
+    k_top = max(ks)
+    by_bucket = {"k": k_top}
+    with torch.no_grad():  # hit rate by item popularity (same counts as the baseline's)
+        buckets = popularity_buckets(torch.from_numpy(seen_i).to(device), n_items)
+        for who, score_fn in (("model", model.score_all), ("popularity", pop)):
+            by_bucket[who] = bucket_hit_rates(score_fn, truth, seen, buckets, k_top, cfg.chunk_size)
+    histories = None  # a bundle folder has no run to read learning curves from
+    if run_id:
+        monitor = bundle.meta.get("monitor") or f"val/ndcg_at_{bundle.meta.get('k', 10)}"
+        histories = tracking.metric_histories(
+            cfg.logger, run_id, ["train/loss", monitor, "refit/loss"]
+        )
     with tempfile.TemporaryDirectory(prefix="recmf-report-") as tmp:
         report = write_report(
             Path(tmp),
@@ -238,6 +255,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
             curve_base=curve_base,
             curve_k=curve_k,
             extra=extra,
+            buckets=by_bucket,
+            histories=histories,
         )
         keep = Path(cfg.report_dir) / (run_id or "bundle")
         keep.mkdir(parents=True, exist_ok=True)

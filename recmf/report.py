@@ -1,12 +1,42 @@
-"""The performance report: a markdown page with the metrics table, curves and observations."""
+"""The performance report: a markdown page and a self-contained HTML page with the metrics
+table, ranking curves, hit rate by item popularity, learning curves and observations.
+
+The HTML page carries its images as ``data:`` URIs and its CSS inline, so the one file opens
+anywhere (an MLflow artifact view, a mail attachment) with no network and no JavaScript.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import math
+import re
 from pathlib import Path
 
 from recmf.metrics import METRICS
+from recmf.report_plots import LABELS as _LABELS
+from recmf.report_plots import plot_buckets, plot_curves, plot_learning
 
-_LABELS = {"precision": "P", "recall": "R", "ndcg": "NDCG", "map": "MAP", "hit_rate": "HR"}
+CURVES_PNG = "ranking_curves.png"
+BUCKETS_PNG = "bucket_hit_rate.png"
+LEARNING_PNG = "learning_curves.png"
+BUCKET_DEFINITION = (
+    "Items are ranked by their train + validation interaction count (the counts the popularity "
+    "baseline ranks by). Head is the most popular items that together hold the first third of "
+    "those interactions, torso the next third, tail the rest, with items never seen in training. "
+    "Hit rate@{k} of a bucket: among the test (user, item) pairs whose item is in that bucket, "
+    "the share found in that user's top {k} (train and validation items excluded)."
+)
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f0f0f0; }
+img { max-width: 100%; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+"""
 
 
 def metrics_table(model: dict[str, float], baseline: dict[str, float], ks: list[int]) -> str:
@@ -20,24 +50,27 @@ def metrics_table(model: dict[str, float], baseline: dict[str, float], ks: list[
     return "\n".join(lines)
 
 
-def _plot_curves(curve_model, curve_base, max_k: int, path: Path) -> None:
-    import matplotlib
+def _metric_rows(model: dict, baseline: dict, ks: list[int], extra: dict) -> list[list[str]]:
+    rows = [
+        [f"{_LABELS.get(name, name)}@{k}", f"{model[key]:.4f}", f"{baseline[key]:.4f}"]
+        for k in ks
+        for name in (*METRICS, "coverage")
+        for key in [f"{name}_at_{k}"]
+    ]
+    rows += [[key.upper(), f"{extra[key]:.4f}", ""] for key in ("rmse", "mae") if key in extra]
+    return rows
 
-    matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
 
-    ks = list(range(1, max_k + 1))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, name in zip(axes, ("precision", "recall"), strict=True):
-        ax.plot(ks, [curve_model[f"{name}_at_{k}"] for k in ks], label="model")
-        ax.plot(ks, [curve_base[f"{name}_at_{k}"] for k in ks], label="popularity", ls="--")
-        ax.set_xlabel("K")
-        ax.set_title(f"{name.capitalize()}@K")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _bucket_rows(buckets: dict) -> list[list[str]]:
+    def rate(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+    model, base = buckets["model"], buckets["popularity"]
+    return [
+        [name, str(m["n_items"]), str(m["n_pairs"]), rate(m["hit_rate"]), rate(b["hit_rate"])]
+        for name, m in model.items()
+        for b in [base[name]]
+    ]
 
 
 def observations(model: dict, baseline: dict, k: int, extra: dict) -> list[str]:
@@ -58,6 +91,90 @@ def observations(model: dict, baseline: dict, k: int, extra: dict) -> list[str]:
     return notes
 
 
+def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
+    """The title and the model and data paragraphs, in markdown's inline ``code`` only."""
+    hp, data = meta.get("hparams", {}), meta.get("data", {})
+    cfg_model = meta.get("config", {}).get("model", {})
+    params = sorted((k, v) for k, v in cfg_model.items() if not isinstance(v, dict))
+    paragraphs = [
+        f"Dot-product matrix factorization, loss `{meta.get('loss')}`, latent_dim "
+        f"{hp.get('latent_dim')}, biases {hp.get('use_bias')}, {hp.get('n_users')} users x "
+        f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} ({meta.get('monitor')} "
+        f"{meta.get('best_val', float('nan')):.4f}), refit on train+val: {meta.get('refit')}.",
+        "Hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in params),
+        f"Store `{data.get('url')}` schema `{data.get('schema')}`: {data.get('n_users')} users, "
+        f"{data.get('n_items')} items, {data.get('n_interactions')} interactions, content hash "
+        f"`{str(data.get('content_hash', ''))[:16]}`. Split (per-user temporal): "
+        + ", ".join(f"{k} {v}" for k, v in meta.get("split", {}).items())
+        + ".",
+    ]
+    return f"recmf performance report{f' — run {run_id}' if run_id else ''}", paragraphs
+
+
+def _coverage_note(model: dict, baseline: dict, ks: list[int]) -> str:
+    parts = [
+        f"@{k} {model[f'coverage_at_{k}']:.1%} ({baseline[f'coverage_at_{k}']:.1%})" for k in ks
+    ]
+    return "Catalogue coverage (share of items in any top-K list), model (popularity): " + (
+        ", ".join(parts) + "."
+    )
+
+
+# The page as blocks, rendered twice: ("h1"|"h2"|"p", text), ("table", id, header, rows),
+# ("img", file name, alt), ("ul", items). Text is markdown with inline `code` only.
+Block = tuple
+
+
+def _markdown(blocks: list[Block]) -> str:
+    out = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2"):
+            out.append("#" * int(kind[1]) + " " + args[0])
+        elif kind == "p":
+            out.append(args[0])
+        elif kind == "table":
+            _, header, rows = args
+            out.append("\n".join(f"| {' | '.join(r)} |" for r in [header, ["---"] * len(header)]))
+            out[-1] += "".join(f"\n| {' | '.join(r)} |" for r in rows)
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0]})")
+        else:
+            out.append("\n".join(f"- {item}" for item in args[0]))
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Markdown-ish text as HTML: escaped, `code` spans as <code>."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text, quote=False))
+
+
+def _html(blocks: list[Block], title: str, directory: Path) -> str:
+    out = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "p"):
+            out.append(f"<{kind}>{_inline(args[0])}</{kind}>")
+        elif kind == "table":
+            table_id, header, rows = args
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>\n" for r in rows
+            )
+            out.append(f'<table id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n')
+            out[-1] += f"{body}</tbody>\n</table>"
+        elif kind == "img":  # inline, so the page is one self-contained file
+            data = base64.b64encode((directory / args[0]).read_bytes()).decode("ascii")
+            alt = html.escape(args[1])
+            out.append(f'<p><img alt="{alt}" src="data:image/png;base64,{data}"></p>')
+        else:
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in args[0]) + "</ul>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(out)
+        + "\n</body>\n</html>\n"
+    )
+
+
 def write_report(
     directory: Path,
     *,
@@ -70,52 +187,52 @@ def write_report(
     curve_base: dict[str, float],
     curve_k: int,
     extra: dict,
+    buckets: dict | None = None,
+    histories: dict[str, list[tuple[int, float]]] | None = None,
 ) -> Path:
-    """Write ``report.md`` and ``pk_rk_curves.png`` into ``directory``; returns the markdown."""
+    """Write ``report.md``, ``report.html`` and their PNGs into ``directory``.
+
+    Args:
+        buckets: ``{"k": k, "model": ..., "popularity": ...}``, each a result of
+            :func:`recmf.evaluation.bucket_hit_rates`; None leaves the section out.
+        histories: ``{metric: [(step, value), ...]}`` of the training run (see
+            :func:`recmf.tracking.metric_histories`); None when there is no run (a bundle folder).
+
+    Returns:
+        The markdown page; ``report.html`` lies beside it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    _plot_curves(curve_model, curve_base, curve_k, directory / "pk_rk_curves.png")
-    hp, data = meta.get("hparams", {}), meta.get("data", {})
-    cfg_model = meta.get("config", {}).get("model", {})
-    rows = ["| metric | model | popularity |", "|---|---|---|"]
-    for k in ks:
-        for name in (*METRICS, "coverage"):
-            key = f"{name}_at_{k}"
-            rows.append(
-                f"| {_LABELS.get(name, name)}@{k} | {model[key]:.4f} | {baseline[key]:.4f} |"
-            )
-    for key in ("rmse", "mae"):
-        if key in extra:
-            rows.append(f"| {key.upper()} | {extra[key]:.4f} | |")
+    title, (model_text, params_text, data_text) = _summary(run_id, meta)
+    blocks: list[Block] = [("h1", title), ("h2", "Model"), ("p", model_text), ("p", params_text)]
+    blocks += [("h2", "Data"), ("p", data_text)]
+    blocks += [("h2", "Metrics (test split, train and validation items excluded)")]
+    rows = _metric_rows(model, baseline, ks, extra)
+    blocks += [("table", "metrics", ["metric", "model", "popularity"], rows)]
+    blocks += [("p", _coverage_note(model, baseline, ks))]
+    plot_curves(curve_model, curve_base, curve_k, directory / CURVES_PNG)
+    alt = f"Precision, recall and NDCG at K = 1..{curve_k}, model and popularity"
+    blocks += [("img", CURVES_PNG, alt)]
+    if buckets is not None:
+        k = buckets["k"]
+        header = ["bucket", "items", "test pairs", f"model HR@{k}", f"popularity HR@{k}"]
+        plot_buckets(buckets, directory / BUCKETS_PNG)
+        blocks += [("h2", "Hit rate by item popularity"), ("p", BUCKET_DEFINITION.format(k=k))]
+        blocks += [("table", "buckets", header, _bucket_rows(buckets))]
+        blocks += [("img", BUCKETS_PNG, f"Hit rate@{k} by item popularity bucket")]
+    blocks += [("h2", "Learning curves")]
+    if histories:
+        plot_learning(histories, directory / LEARNING_PNG)
+        keys = ", ".join(f"`{key}`" for key in histories)
+        blocks += [("p", f"Per epoch, from the run's MLflow history: {keys}.")]
+        blocks += [("img", LEARNING_PNG, "Learning curves")]
+    else:
+        why = "the model came from a bundle folder, with no training run to read them from"
+        if histories is not None:
+            why = "the run has no per-epoch metrics logged"
+        blocks += [("p", f"No learning curves are available: {why}.")]
     k_main = 10 if 10 in ks else ks[0]
-    lines = [
-        f"# recmf performance report{f' — run {run_id}' if run_id else ''}",
-        "",
-        "## Model",
-        f"Dot-product matrix factorization, loss `{meta.get('loss')}`, latent_dim "
-        f"{hp.get('latent_dim')}, biases {hp.get('use_bias')}, {hp.get('n_users')} users x "
-        f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} ({meta.get('monitor')} "
-        f"{meta.get('best_val', float('nan')):.4f}), refit on train+val: "
-        f"{meta.get('refit')}.",
-        "",
-        "Hyperparameters: "
-        + ", ".join(f"`{k}={v}`" for k, v in sorted(cfg_model.items()) if not isinstance(v, dict)),
-        "",
-        "## Data",
-        f"Store `{data.get('url')}` schema `{data.get('schema')}`: {data.get('n_users')} users, "
-        f"{data.get('n_items')} items, {data.get('n_interactions')} interactions, content hash "
-        f"`{str(data.get('content_hash', ''))[:16]}`. Split (per-user temporal): "
-        + ", ".join(f"{k} {v}" for k, v in meta.get("split", {}).items())
-        + ".",
-        "",
-        "## Metrics (test split, train and validation items excluded)",
-        *rows,
-        "",
-        "![Precision and recall at K](pk_rk_curves.png)",
-        "",
-        "## Observations",
-        *[f"- {n}" for n in observations(model, baseline, k_main, extra)],
-        "",
-    ]
+    blocks += [("h2", "Observations"), ("ul", observations(model, baseline, k_main, extra))]
+    (directory / "report.html").write_text(_html(blocks, title, directory), encoding="utf-8")
     path = directory / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text(_markdown(blocks))
     return path

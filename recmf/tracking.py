@@ -181,3 +181,20 @@ def log_artifacts(logger_cfg: DictConfig, run_id: str, local_dir: Path, artifact
 
 def set_tag(logger_cfg: DictConfig, run_id: str, key: str, value: str) -> None:
     _client(logger_cfg.tracking_uri).set_tag(run_id, key, value)
+
+
+def metric_histories(
+    logger_cfg: DictConfig, run_id: str, keys: list[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """Every logged (step, value) of each key of a run, in step order; keys never logged are left
+    out. Lightning logs epoch-level metrics once per epoch, at the global step of that epoch.
+    """
+    client = _client(logger_cfg.tracking_uri)
+    out = {}
+    for key in keys:
+        history = sorted(
+            client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp)
+        )
+        if history:
+            out[key] = [(int(m.step), float(m.value)) for m in history]
+    return out
