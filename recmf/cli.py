@@ -24,7 +24,7 @@ def run(fn: Callable[[], Any]) -> Any:
         return fn()
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))  # 130 for an interrupted training run
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -89,6 +89,7 @@ def load_source(dataset_cfg: Any) -> RawInteractions:
             get("items_path"),
             get("items_sep", ","),
             get("items_columns"),
+            get("time_unit", "s"),
         )
     raise ConfigError(
         f"unknown dataset name {name!r}; expected one of {list(SOURCES)} "
@@ -205,6 +206,7 @@ def csv_source(
     items_path: str | Path | None = None,
     items_sep: str = ",",
     items_columns: Any = None,
+    time_unit: str = "s",
 ) -> RawInteractions:
     """Interactions from any delimited file, with a column mapping.
 
@@ -219,6 +221,7 @@ def csv_source(
         items_path: optional file of item titles.
         items_sep: its separator.
         items_columns: mapping with ``item`` and ``title`` for the items file.
+        time_unit: ``"s"`` or ``"ms"``, the unit of numeric times (floored to seconds).
     """
     if path is None:
         raise ConfigError("dataset=csv needs dataset.path=/path/to/interactions.csv")
@@ -230,6 +233,10 @@ def csv_source(
             f"dataset.columns needs user and item (and optionally rating, time); "
             f"got {dict(columns or {})!r}. E.g. dataset.columns.user=userId"
         )
+    if time_unit not in ("s", "ms"):
+        raise ConfigError(
+            f"dataset.time_unit must be s or ms (of numeric times); got {time_unit!r}"
+        )
     cols = read_columns(
         path,
         sep=sep,
@@ -238,7 +245,10 @@ def csv_source(
         expected="one interaction per line with the columns in dataset.columns",
     )
     rating = rating_column(cols) if "rating" in mapping else None
-    timestamp = time_column(cols) if "time" in mapping else np.arange(cols.n_rows, dtype=np.int64)
+    if "time" in mapping:
+        timestamp = time_column(cols, unit=time_unit)
+    else:
+        timestamp = np.arange(cols.n_rows, dtype=np.int64)
     titles: dict[str, str] = {}
     if items_path is not None:
         item_map = dict(items_columns or {})

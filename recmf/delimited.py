@@ -21,8 +21,12 @@ import pyarrow.csv as pacsv
 
 from recmf.errors import ConfigError
 from recmf.store.errors import DataFormatError
+from recmf.store.rows import MAX_ID_BYTES
 
-_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+# ASCII digits only, as arrow's casts: to Python's re, "١" (Arabic-Indic one) is a digit too.
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # ratings are stored as REAL
+_TIME_LIMIT = {"s": 10**11, "ms": 10**14}  # |time| before year 5138 either way
 
 
 @dataclass
@@ -176,13 +180,23 @@ def _column_names(
 
 
 def id_column(cols: Columns, role: str) -> np.ndarray:
-    """Verbatim string ids as an object array; an empty id is an error."""
+    """Verbatim string ids as an object array; empty, NUL or over ``MAX_ID_BYTES`` is an error."""
     encoded = pc.dictionary_encode(cols.values[role])
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
-    empty = np.flatnonzero(uniques == "")
-    if len(empty):
-        row = int(np.flatnonzero(encoded.indices.to_numpy() == empty[0])[0])
-        raise cols.fail(row, f"the {role} id is empty; expected a non-empty {role} id")
+    n_bytes = pc.binary_length(encoded.dictionary).to_numpy(zero_copy_only=False)
+    has_nul = pc.match_substring(encoded.dictionary, "\x00").to_numpy(zero_copy_only=False)
+    for bad, problem in (
+        (n_bytes == 0, f"the {role} id is empty; expected a non-empty {role} id"),
+        (has_nul, f"the {role} id contains a NUL character, which PostgreSQL cannot store"),
+        (
+            n_bytes > MAX_ID_BYTES,
+            f"the {role} id is longer than {MAX_ID_BYTES} bytes (UTF-8); shorten or hash it",
+        ),
+    ):
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            row = int(np.flatnonzero(encoded.indices.to_numpy() == first)[0])
+            raise cols.fail(row, problem)
     # Index the few unique strings: the (n,) array shares their str objects, cheap to build.
     return uniques[encoded.indices.to_numpy()]
 
@@ -190,46 +204,97 @@ def id_column(cols: Columns, role: str) -> np.ndarray:
 def title_column(cols: Columns, id_role: str = "item", role: str = "title") -> dict[str, str]:
     """``{id: title}`` from an id column and a title column (later lines win)."""
     ids = id_column(cols, id_role).tolist()
+    nul = np.flatnonzero(
+        pc.match_substring(cols.values[role], "\x00").to_numpy(zero_copy_only=False)
+    )
+    if len(nul):
+        raise cols.fail(
+            int(nul[0]), "the title contains a NUL character, which PostgreSQL cannot store"
+        )
     titles = cols.values[role].to_numpy(zero_copy_only=False).tolist()
     return dict(zip(ids, titles, strict=True))
 
 
 def rating_column(cols: Columns, role: str = "rating") -> np.ndarray:
-    """float64 ratings; an empty field is NaN (no rating), a non-number is an error."""
+    """float64 ratings; an empty field is NaN (no rating).
+
+    Anything else must be a decimal number (``4``, ``3.5``, ``-1``, ``1e-3``; no ``nan`` or
+    ``inf``) within the 32-bit float range, since the store keeps ratings as REAL.
+    """
     text = pc.utf8_trim_whitespace(cols.values[role])
     empty = pc.equal(text, "")
     try:
         values = pc.cast(pc.if_else(empty, None, text), pa.float64())
     except pa.ArrowInvalid:
-        ok = np.array([t == "" or bool(_NUMBER.match(t)) for t in text.to_pylist()])
-        row = int(np.flatnonzero(~ok)[0])
+        row = next(k for k, t in enumerate(text.to_pylist()) if t and not _is_float(t))
         raise cols.fail(
             row, f"rating {text[row].as_py()!r} is not a number; expected e.g. 4 or 3.5, or empty"
         ) from None
-    out = values.to_numpy(zero_copy_only=False)
-    return np.asarray(out, dtype=np.float64)
+    out = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+    given = ~empty.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):  # arrow reads "nan" and "inf" as numbers; we do not
+        bad = given & ~(np.abs(out) <= _FLOAT32_MAX)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise cols.fail(
+            row,
+            f"rating {text[row].as_py()!r} is not a finite number within the 32-bit float range "
+            "the store keeps (|rating| <= 3.4e38); expected e.g. 4 or 3.5, or empty",
+        )
+    return out
 
 
-def time_column(cols: Columns, role: str = "time") -> np.ndarray:
-    """int64 unix seconds from integer seconds or ISO 8601 text (naive times are UTC).
+def _is_float(text: str) -> bool:
+    """Whether arrow casts ``text`` to a float (the slow path that finds the first bad row)."""
+    try:
+        pc.cast(pa.array([text]), pa.float64())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
-    The first data row decides which of the two the column holds.
+
+def time_column(cols: Columns, role: str = "time", unit: str = "s") -> np.ndarray:
+    """int64 unix seconds from integer seconds (or milliseconds, ``unit="ms"``) or ISO 8601.
+
+    The first data row decides which of the two the column holds. Numbers must be whole
+    (``964982703``, ``964982703.0``) and below year 5138 in absolute value; milliseconds are
+    floored to seconds. ISO 8601 times without a zone are UTC; fractions of a second are floored.
     """
     import pandas as pd
 
+    if unit not in _TIME_LIMIT:
+        raise ConfigError(
+            f"time unit {unit!r} is not one of {sorted(_TIME_LIMIT)}; e.g. time_unit=s"
+        )
     arrow_text = pc.utf8_trim_whitespace(cols.values[role])
     empty = np.flatnonzero(pc.equal(arrow_text, "").to_numpy(zero_copy_only=False))
     if len(empty):
         raise cols.fail(int(empty[0]), "the time is empty; expected unix seconds or ISO 8601")
     if _NUMBER.match(arrow_text[0].as_py()):
+        unit_name = "integer unix seconds like 964982703" if unit == "s" else "integer unix ms"
+        kind = f"{unit_name} (as on the first data line)"
         try:  # the common case, and 30x faster than pandas
-            return pc.cast(arrow_text, pa.int64()).to_numpy(zero_copy_only=False)
+            seconds = pc.cast(arrow_text, pa.int64()).to_numpy(zero_copy_only=False)
+            bad = np.zeros(len(seconds), dtype=bool)
         except pa.ArrowInvalid:
-            pass
-        text = arrow_text.to_numpy(zero_copy_only=False)
-        seconds = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
-        bad = ~np.isfinite(seconds) | (seconds != np.floor(seconds))
-        kind = "integer unix seconds like 964982703 (as on the first data line)"
+            text = arrow_text.to_numpy(zero_copy_only=False)
+            numbers = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
+            bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
+            seconds = np.where(bad, 0, numbers)
+        limit = _TIME_LIMIT[unit]
+        with np.errstate(invalid="ignore"):
+            far = ~bad & ~(np.abs(seconds) < limit)  # also keeps float64 -> int64 exact
+        if far.any():
+            row = int(np.flatnonzero(far)[0])
+            hint = "; milliseconds? then set dataset.time_unit=ms" if unit == "s" else ""
+            raise cols.fail(
+                row,
+                f"time {arrow_text[row].as_py()!r} is out of range: expected {unit_name} "
+                f"below {limit:.0e} in absolute value (year 5138){hint}".replace("e+", "e"),
+            )
+        seconds = np.asarray(seconds, dtype=np.int64)
+        if unit == "ms":
+            seconds = seconds // 1000  # floor, also before 1970
     else:
         text = arrow_text.to_numpy(zero_copy_only=False)
         parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
@@ -240,5 +305,5 @@ def time_column(cols: Columns, role: str = "time") -> np.ndarray:
         kind = "an ISO 8601 time like 2024-05-01T12:30:00Z (as on the first data line)"
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise cols.fail(row, f"time {text[row]!r} is not valid; expected {kind}")
+        raise cols.fail(row, f"time {arrow_text[row].as_py()!r} is not valid; expected {kind}")
     return np.asarray(seconds, dtype=np.int64)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from recmf.store.db_errors import server_error_kept
+
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + struct.pack(">ii", 0, 0)  # no OIDs, no header extension
 TRAILER = struct.pack(">h", -1)
@@ -108,11 +110,12 @@ def encode_rows(rows: Iterable[Sequence[Any]], types: Sequence[str]) -> bytes:
 def copy_in(cursor: Any, table_sql: str, columns: Sequence[str], payload: bytes) -> None:
     """``COPY table (columns) FROM STDIN`` a binary payload through a psycopg2 cursor."""
     cols = ", ".join(columns)
-    cursor.copy_expert(
-        f"COPY {table_sql} ({cols}) FROM STDIN WITH (FORMAT binary)",
-        io.BytesIO(payload),
-        size=_READ_CHUNK,
-    )
+    with server_error_kept():
+        cursor.copy_expert(
+            f"COPY {table_sql} ({cols}) FROM STDIN WITH (FORMAT binary)",
+            io.BytesIO(payload),
+            size=_READ_CHUNK,
+        )
 
 
 def copy_out(
@@ -133,7 +136,8 @@ def copy_out(
     sink = _RowSink(types, convert)
     # BufferedWriter (C) takes psycopg2's one-write-per-row calls; our Python code runs per MB.
     out = io.BufferedWriter(sink, buffer_size=_SINK_BUFFER)
-    cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT binary)", out)
+    with server_error_kept():
+        cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT binary)", out)
     out.flush()
     return sink.finish()
 
@@ -211,7 +215,8 @@ def copy_out_csv(cursor: Any, query_sql: str, types: Sequence[str]) -> list[np.n
     import pyarrow.csv as pacsv
 
     buf = io.BytesIO()
-    cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT csv)", buf)
+    with server_error_kept():
+        cursor.copy_expert(f"COPY ({query_sql}) TO STDOUT WITH (FORMAT csv)", buf)
     if buf.tell() == 0:
         return [np.array([], dtype=object if t == "text" else np.int64) for t in types]
     names = [f"c{k}" for k in range(len(types))]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 # Fallback for strings SQLAlchemy cannot parse: hide whatever sits between "user:" and "@".
 _USERINFO_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*")
+_HIDDEN = "recmf-hidden-password"
 
 
 class StoreError(RuntimeError):
@@ -28,13 +30,20 @@ class DataFormatError(ValueError):
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe to log, print or save."""
+    """``url`` with its password replaced by ``***``, safe to log, print or save.
+
+    Both places libpq takes a password from are hidden: ``user:password@`` and ``?password=``.
+    """
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if "password" not in parsed.query:
+            return parsed.render_as_string(hide_password=True)
+        hidden = parsed.update_query_dict({"password": _HIDDEN})  # "***" would be %-quoted
+        return hidden.render_as_string(hide_password=True).replace(_HIDDEN, "***")
     except Exception:  # an unparsable URL still must not leak what looks like a password
-        return _USERINFO_PASSWORD.sub(r"\1***@", str(url))
+        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", str(url)))
 
 
 def hide_secret(text: str, url: str | None) -> str:
@@ -44,10 +53,14 @@ def hide_secret(text: str, url: str | None) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
+        passwords = [parsed.password, parsed.query.get("password")]
     except Exception:
         match = _USERINFO_PASSWORD.search(url)
-        password = match.group(0)[len(match.group(1)) : -1] if match else None
-    if password:
-        text = text.replace(str(password), "***")
+        passwords = [match.group(0)[len(match.group(1)) : -1] if match else None]
+        passwords += [m.group(0)[len(m.group(1)) :] for m in _QUERY_PASSWORD.finditer(url)]
+    for password in passwords:
+        for one in [password] if isinstance(password, str) else password or []:
+            if one:
+                text = text.replace(str(one), "***")
     return text

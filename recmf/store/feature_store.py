@@ -12,8 +12,15 @@ import sqlalchemy as sa
 
 from recmf.interactions import Interactions, Vocab
 from recmf.store.copy_io import copy_out, copy_out_csv
-from recmf.store.errors import StoreError, hide_secret, safe_url
-from recmf.store.schema import StoreTables, create_schema, make_tables, validate_schema_name
+from recmf.store.db_errors import store_error
+from recmf.store.errors import StoreError, safe_url
+from recmf.store.schema import (
+    StoreTables,
+    check_tables,
+    create_schema,
+    make_tables,
+    validate_schema_name,
+)
 from recmf.store.server import EmbeddedServer, connect_engine, data_dir_path, resolve_url
 from recmf.store.snapshot import content_hash
 from recmf.store.writer import IngestResult, write_interactions
@@ -22,10 +29,6 @@ if TYPE_CHECKING:
     from recmf.datasets import RawInteractions
 
 log = logging.getLogger(__name__)
-
-# SQLSTATE classes a user can act on: connection trouble, no privilege, no such database,
-# server out of resources (disk full). Anything else is a bug and keeps its traceback.
-_USER_SQLSTATES = ("08", "42501", "3D000", "53", "57P")
 
 
 class FeatureStore:
@@ -44,15 +47,18 @@ class FeatureStore:
         self.schema = tables.schema
 
     @classmethod
-    def open(cls, db_cfg: Any) -> FeatureStore:
+    def open(cls, db_cfg: Any, create: bool = True) -> FeatureStore:
         """Connect to ``db_cfg.url`` (or the embedded server) and create the schema if missing.
 
         Args:
             db_cfg: has ``url`` (``None``: the embedded server under ``data_dir``), ``schema``
                 and ``data_dir`` (relative to the working directory).
+            create: create the schema and its tables when missing; ``False`` (readers of a
+                store that must exist already) raises instead, and writes nothing.
 
         Raises:
-            StoreError: bad URL or schema name, server unreachable, authentication failed.
+            StoreError: bad URL or schema name, server unreachable, authentication failed,
+                schema missing (``create=False``), tables of another recmf version.
         """
         schema = validate_schema_name(db_cfg.schema)
         url, server = resolve_url(db_cfg)
@@ -61,8 +67,17 @@ class FeatureStore:
             data_dir = str(data_dir_path(db_cfg.data_dir)) if server else None
             engine = connect_engine(url, embedded=server is not None, data_dir=data_dir)
             store = cls(engine, make_tables(schema), safe_url(url), server)
-            with store._errors("creating the store's tables"), engine.begin() as conn:
-                create_schema(conn, store._tables)
+            where = repr(store.url_safe)
+            with store._errors("opening the store"), engine.begin() as conn:
+                if create:
+                    create_schema(conn, store._tables, where)
+                elif not check_tables(conn, store._tables, where):
+                    raise StoreError(
+                        f"schema {schema!r} at {where} holds no recmf store: nothing was "
+                        "ingested there. Check db.schema (a run's data.schema parameter names "
+                        f"the schema it trained on), or ingest first: python scripts/ingest.py "
+                        f"db.schema={schema}"
+                    )
         except BaseException:
             if engine is not None:
                 engine.dispose()
@@ -88,25 +103,23 @@ class FeatureStore:
         return f"FeatureStore(url={self.url_safe!r}, schema={self.schema!r})"
 
     @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        """Turn database errors a user can act on into :class:`StoreError` (password hidden)."""
+    def _errors(self, doing: str, after: str = "") -> Iterator[None]:
+        """Turn database errors a user can act on into :class:`StoreError` (password hidden).
+
+        Args:
+            doing: what failed, for the message.
+            after: a sentence appended to the message, e.g. what became of the data.
+        """
         import psycopg2
 
         try:
             yield
         except (sa.exc.DBAPIError, psycopg2.Error) as exc:  # COPY raises psycopg2's own errors
-            orig = getattr(exc, "orig", exc)
-            code = getattr(orig, "pgcode", None) or ""
-            lost = isinstance(exc, sa.exc.OperationalError | psycopg2.OperationalError)
-            if not (lost or code.startswith(_USER_SQLSTATES)):
-                raise
             url = self._engine.url.render_as_string(hide_password=False)
-            reason = " ".join(hide_secret(str(orig), url).split())
-            raise StoreError(
-                f"{doing} failed in schema {self.schema!r} at {self.url_safe!r}: {reason}. "
-                "Check that the server is up, that the user in db.url may create and write "
-                "tables in that schema, and that the disk is not full"
-            ) from None
+            error = store_error(exc, f"{doing} failed in schema {self.schema!r}", url, after)
+            if error is None:
+                raise
+            raise error from None
 
     def ingest(self, raw: RawInteractions) -> IngestResult:
         """Add ``raw`` in one transaction, skipping rows already stored (same user, item, time).
@@ -115,7 +128,12 @@ class FeatureStore:
         counts repeats within ``raw`` and rows already stored as duplicates skipped. See
         :mod:`recmf.store.writer` for how.
         """
-        with self._errors("ingest"), self._engine.begin() as conn:
+        after = (
+            "An ingest is one transaction, stored whole or not at all (here: not, unless the "
+            "connection was lost during its commit); running it again is safe: it adds only "
+            "what is missing"
+        )
+        with self._errors("ingest", after), self._engine.begin() as conn:
             result = write_interactions(conn, self._tables, raw)
         return result
 
@@ -125,6 +143,13 @@ class FeatureStore:
             return int(
                 conn.scalar(sa.select(sa.func.count()).select_from(self._tables.interactions))
             )
+
+    def interactions_query(self) -> str:
+        """The SQL that :meth:`read_interactions` copies out (recorded as the run's source)."""
+        q = self._tables.qualified
+        return (
+            f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts FROM {q('interactions')}"
+        )
 
     def read_interactions(self) -> Interactions:
         """All interactions as numpy columns, with a vocabulary of all users and items.
@@ -157,8 +182,7 @@ class FeatureStore:
             # Keys become int32 positions chunk by chunk, so 8-byte keys are never held in full.
             user_idx, item_idx, rating, ts = copy_out(
                 cursor,
-                f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
-                f"FROM {q('interactions')}",
+                self.interactions_query(),
                 ("int8", "int8", "float4", "int8"),
                 convert=(_position_fn(user_keys), _position_fn(item_keys), None, None),
             )

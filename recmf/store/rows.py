@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_ID_BYTES = 2048  # UTF-8; PostgreSQL's B-tree (unique index on ids) refuses entries over 2704
+
 
 def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(codes, uniques)``: (n,) int64 codes into (k,) distinct str, in first-appearance order."""
@@ -26,11 +28,16 @@ def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         )
     encoded = pc.dictionary_encode(array)
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
-    bad = [u for u in uniques.tolist() if u == "" or "\x00" in u]
+    long = MAX_ID_BYTES // 4  # a str this short is within the limit, whatever its characters
+    bad = [
+        u
+        for u in uniques.tolist()
+        if u == "" or "\x00" in u or (len(u) > long and len(u.encode()) > MAX_ID_BYTES)
+    ]
     if bad:
         raise ValueError(
-            f"{what} id {bad[0]!r} cannot be stored: ids must be non-empty and contain no NUL "
-            "character; fix the source data"
+            f"{what} id {bad[0][:100]!r} cannot be stored: ids must be non-empty, at most "
+            f"{MAX_ID_BYTES} bytes in UTF-8 and contain no NUL character; fix the source data"
         )
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), uniques
 

@@ -100,11 +100,55 @@ def make_tables(schema: str) -> StoreTables:
     return StoreTables(schema, md, users, items, interactions, user_features, item_features)
 
 
-def create_schema(conn: sa.Connection, tables: StoreTables) -> None:
-    """Create the schema and its tables if missing (inside the caller's transaction)."""
+def create_schema(conn: sa.Connection, tables: StoreTables, where: str) -> None:
+    """Create the schema and its tables if missing (inside the caller's transaction).
+
+    Raises:
+        StoreError: the schema holds some of the tables, or tables without columns recmf needs
+            (an older recmf); nothing is created then. ``where`` names the server (no password).
+    """
     # Two processes opening a fresh store at once would race on CREATE SCHEMA; serialise them.
     conn.execute(
         sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"recmf:{tables.schema}"}
     )
     conn.execute(sa.schema.CreateSchema(tables.schema, if_not_exists=True))
-    tables.metadata.create_all(conn, checkfirst=True)
+    if not check_tables(conn, tables, where):
+        tables.metadata.create_all(conn, checkfirst=True)
+
+
+def check_tables(conn: sa.Connection, tables: StoreTables, where: str) -> bool:
+    """Whether the schema holds all of recmf's tables (``True``) or none of them (``False``).
+
+    Raises:
+        StoreError: some tables are missing, or some lack columns recmf needs: tables made by
+            another recmf version (or someone else's tables of the same names).
+    """
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, a.attname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        ),
+        {"schema": tables.schema},
+    )
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    needed = {t.name: {c.name for c in t.columns} for t in tables.metadata.sorted_tables}
+    if not set(needed) & set(found):
+        return False
+    problems = [f"table {name} is missing" for name in needed if name not in found]
+    problems += [
+        f"table {name} lacks column(s) {', '.join(sorted(columns - found[name]))}"
+        for name, columns in needed.items()
+        if name in found and columns - found[name]
+    ]
+    if problems:
+        raise StoreError(
+            f"schema {tables.schema!r} at {where} does not hold the tables this version of "
+            f"recmf needs ({'; '.join(problems)}): it was made by another recmf version or "
+            f"holds other tables. Ingest into a new schema (db.schema=<new name>), or drop this "
+            f"one (DROP SCHEMA {tables.schema} CASCADE) and ingest again"
+        )
+    return True
