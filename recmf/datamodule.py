@@ -27,6 +27,7 @@ class _Epochs:
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch = 0
+        self.epoch_fn = None  # the trainer's epoch, so a resumed fit draws what it would have
         self.rank, self.world_size = 0, 1
         self.device = torch.device("cpu")
 
@@ -37,6 +38,10 @@ class _Epochs:
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield perm[start : start + self.batch_size][self.rank :: self.world_size]
+
+    def _sync_epoch(self) -> None:
+        if self.epoch_fn is not None:
+            self.epoch = self.epoch_fn()
 
     def _generator(self) -> torch.Generator:
         """Seeded per epoch and rank, so ranks draw different negatives."""
@@ -57,6 +62,7 @@ class UserChunks(_Epochs):
         self.users, self.items = users, items
 
     def __iter__(self):
+        self._sync_epoch()
         for local in self._local_batches():
             users = self.users[local]
             rows, cols, weights = self.items.weighted_rows(users)
@@ -73,6 +79,7 @@ class InteractionSlices(_Epochs):
         self.n_items, self.n_negatives = n_items, n_negatives
 
     def __iter__(self):
+        self._sync_epoch()
         gen = self._generator()
         for rows in self._local_batches():
             batch = {"users": self.user_idx[rows], "items": self.item_idx[rows], "weights": None}
@@ -173,12 +180,13 @@ class InteractionsDataModule(L.LightningDataModule):
             self.seed,
         )
 
-    def to(self, device: torch.device, rank: int = 0, world_size: int = 1) -> None:
+    def to(self, device: torch.device, rank: int = 0, world_size: int = 1, epoch_fn=None) -> None:
         """Move every index tensor to ``device`` once; batches are then slices on that device."""
         self.train_items = self.train_items.to(device)
         self.val_items = self.val_items.to(device)
         t = self._train
         t.device, t.rank, t.world_size = torch.device(device), rank, world_size
+        t.epoch_fn = epoch_fn
         for name in ("users", "user_idx", "item_idx", "rating", "weights"):
             if getattr(t, name, None) is not None:
                 setattr(t, name, getattr(t, name).to(device))

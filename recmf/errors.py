@@ -11,3 +11,13 @@ class ConfigError(RecmfError, ValueError):
 
 class RunNotFoundError(RecmfError, LookupError):
     """No MLflow run matches what was asked for."""
+
+
+class TrainingInterrupted(RecmfError):
+    """SIGINT or SIGTERM stopped a fit; its last completed epoch is saved for ``resume=``."""
+
+    exit_code = 130  # the shell's code for an interrupted command
+
+    def __init__(self, phase: str, epoch: int, message: str = ""):
+        super().__init__(message or f"training interrupted in its {phase} phase at epoch {epoch}")
+        self.phase, self.epoch = phase, epoch

@@ -7,6 +7,7 @@ same procedure without a store or an MLflow run.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from recmf.errors import TrainingInterrupted
 from recmf.interactions import Interactions
 from recmf.model import MatrixFactorization
 from recmf.split import Split
@@ -28,6 +30,9 @@ class Fitted:
     best_epoch: int  # 1-based
     seconds: float  # fit time of selection and refit
     checkpoints: list[Path] = field(default_factory=list)
+    # the selected model's arrays before the refit saw validation (None without refit): what
+    # validation-based choices made after training (fold-in constants) must be measured on
+    selected_weights: dict | None = None
 
 
 def quiet_lightning() -> None:
@@ -49,7 +54,14 @@ def merge_train_val(split: Split) -> Split:
 
 
 def _fit(
-    cfg: DictConfig, split: Split, logger, callbacks, max_epochs: int, prefix: str, validate: bool
+    cfg: DictConfig,
+    split: Split,
+    logger,
+    callbacks,
+    max_epochs: int,
+    prefix: str,
+    validate: bool,
+    ckpt_path: Path | None = None,
 ):
     """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
     import hydra
@@ -79,13 +91,32 @@ def _fit(
         split, m.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
     )
     _trim_heap()
-    # the refit phase neither validates nor needs Lightning's default checkpoint in the cwd
-    extra = {} if validate else {"limit_val_batches": 0, "enable_checkpointing": False}
+    extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
     trainer = hydra.utils.instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, max_epochs=max_epochs, **extra
     )
-    trainer.fit(lit, dm)
+    try:
+        trainer.fit(lit, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl+C (and our SIGTERM) into exit(1)
+            raise TrainingInterrupted(prefix, trainer.current_epoch) from None
+        raise
     return lit, trainer
+
+
+def _every_epoch(directory: Path):
+    """``last.ckpt``, rewritten at the end of every epoch (``save_last`` alone only writes it
+    when the monitored checkpoint improved)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(
+        dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False
+    )
+
+
+def _existing(path: Path) -> Path | None:
+    """``path`` if it exists (an interruption before the first epoch ended saved none)."""
+    return path if path.is_file() else None
 
 
 def _release(lit) -> None:
@@ -108,15 +139,66 @@ def _trim_heap() -> None:
         pass
 
 
-def fit_select_refit(cfg: DictConfig, split: Split, logger, workdir: Path) -> Fitted:
+class StopOnSignal:
+    """Turns SIGINT/SIGTERM into a stop between two batches (never inside a checkpoint write or
+    a finaliser): the handler only records the signal; :meth:`callback` raises at the next
+    batch boundary, which Lightning handles as a graceful interrupt. A second Ctrl+C stops at
+    once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def install(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    def callback(self):
+        from lightning.pytorch.callbacks import Callback
+
+        owner = self
+
+        class _Check(Callback):
+            def _check(self, *args) -> None:
+                if owner.received is not None:
+                    raise KeyboardInterrupt
+
+            on_train_batch_start = on_train_batch_end = on_validation_batch_end = _check
+
+        return _Check()
+
+
+def fit_select_refit(
+    cfg: DictConfig,
+    split: Split,
+    logger,
+    workdir: Path,
+    resume: dict | None = None,
+    extra_callbacks: list | None = None,
+) -> Fitted:
     """Train with early stopping on the validation metric, then (``cfg.refit``) retrain on
     train + validation for the selected number of epochs.
+
+    Every completed epoch leaves ``last.ckpt`` in ``workdir`` (``refit/last.ckpt`` in the refit
+    phase): SIGINT/SIGTERM raise :class:`~recmf.errors.TrainingInterrupted`, and ``resume``
+    continues from that epoch. The batches of an epoch depend only on the seed and the epoch
+    number, so a resumed fit ends where an uninterrupted one would.
 
     Args:
         cfg: The train config (model, trainer, k, seed, patience, refit).
         split: Train/validation(/test) interactions.
         logger: A Lightning logger, or False.
         workdir: Where checkpoints are written.
+        resume: ``{"phase": "train" | "refit", ...}`` of an interrupted fit in ``workdir``.
+        extra_callbacks: Lightning callbacks for both phases (e.g. :class:`StopOnSignal`'s).
     """
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -124,22 +206,54 @@ def fit_select_refit(cfg: DictConfig, split: Split, logger, workdir: Path) -> Fi
     from recmf.lit_module import MFLitModule
 
     monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
-    ckpt = ModelCheckpoint(dirpath=workdir, filename="best", monitor=monitor, mode=mode)
-    stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
+    phase = resume["phase"] if resume else "train"
+    extra = list(extra_callbacks or [])
     t0 = time.perf_counter()
-    lit, _ = _fit(cfg, split, logger, [ckpt, stop], cfg.trainer.max_epochs, "train", True)
+    if phase == "train":
+        ckpt = ModelCheckpoint(dirpath=workdir, filename="best", monitor=monitor, mode=mode)
+        stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
+        last = _existing(workdir / "last.ckpt") if resume else None
+        callbacks = [ckpt, _every_epoch(workdir), stop, *extra]
+        lit, _ = _fit(cfg, split, logger, callbacks, cfg.trainer.max_epochs, "train", True, last)
+        best_path, best_val = Path(ckpt.best_model_path), float(ckpt.best_model_score)
+    else:  # interrupted during the refit: the selection is done and saved
+        lit = None
+        best_path, best_val = workdir / "best.ckpt", float(resume["best_val"])
     seconds = time.perf_counter() - t0
-    best = torch.load(ckpt.best_model_path, weights_only=True, map_location="cpu")
-    lit.load_state_dict(best["state_dict"])
-    best_epoch, best_val = int(best["epoch"]) + 1, float(ckpt.best_model_score)
-    checkpoints = [Path(ckpt.best_model_path)]
-    _release(lit)
+    best = torch.load(best_path, weights_only=True, map_location="cpu")
+    best_epoch = int(best["epoch"]) + 1
+    checkpoints = [best_path]
+    selected = None
+    if lit is not None:
+        lit.load_state_dict(best["state_dict"])
+        _release(lit)
     if cfg.refit:
+        selected = {
+            k.removeprefix("model.").removesuffix(".weight"): v.numpy().copy()
+            for k, v in best["state_dict"].items()
+        }
         t0 = time.perf_counter()
-        lit, trainer = _fit(cfg, merge_train_val(split), logger, [], best_epoch, "refit", False)
+        refit_dir = workdir / "refit"
+        last = _existing(refit_dir / "last.ckpt") if phase == "refit" else None
+        try:
+            lit, trainer = _fit(
+                cfg,
+                merge_train_val(split),
+                logger,
+                [_every_epoch(refit_dir), *extra],
+                best_epoch,
+                "refit",
+                False,
+                last,
+            )
+        except TrainingInterrupted as stop:
+            stop.best_val = best_val
+            raise
         seconds += time.perf_counter() - t0
         checkpoints.append(workdir / "refit.ckpt")
         trainer.save_checkpoint(checkpoints[-1])
         del trainer
         _release(lit)
-    return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints)
+    elif lit is None:
+        raise ValueError("a refit-phase resume needs cfg.refit")
+    return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints, selected)

@@ -53,7 +53,8 @@ class MFLitModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
-        dm.to(self.device, self.trainer.global_rank, self.trainer.world_size)
+        trainer = self.trainer
+        dm.to(self.device, trainer.global_rank, trainer.world_size, lambda: trainer.current_epoch)
 
     def _l2(self, users: torch.Tensor, items: torch.Tensor, n_pairs: int) -> torch.Tensor:
         m, penalty = self.model, torch.zeros((), device=self.device)

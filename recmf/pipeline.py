@@ -6,7 +6,10 @@ This is the one place that instantiates config groups and injects what depends o
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
 from recmf.bundle import Bundle
-from recmf.errors import ConfigError
+from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.interactions import Interactions
 from recmf.split import temporal_split
 
@@ -26,7 +29,7 @@ log = logging.getLogger("recmf")
 
 @dataclass
 class TrainResult:
-    run_id: str
+    run_id: str | None  # None on DDP ranks other than 0
     best_val: float  # validation NDCG@k (RMSE for loss=mse) of the selected epoch
     monitor: str  # which of the two
     best_epoch: int  # epochs trained before the best validation score (1-based)
@@ -64,6 +67,7 @@ def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
         t0 = time.perf_counter()
         data = store.read_interactions()
         snapshot = store.snapshot(data)
+        snapshot["query"] = store.interactions_query()
         log.info("read %d interactions in %.2f s", len(data), time.perf_counter() - t0)
     return data, snapshot
 
@@ -75,15 +79,31 @@ def _check_train_cfg(cfg: DictConfig) -> None:
     checks.positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
 
 
+CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
+
+
 def train(cfg: DictConfig) -> TrainResult:
     """Train on the store's data, select the epoch on validation NDCG@k, log everything.
 
     With ``refit=true`` the model is then retrained on train + validation for the selected
     number of epochs: the held-out test period follows the validation period directly, so
     those interactions are the most informative ones a final model can see.
+
+    SIGINT/SIGTERM stop it after logging the last completed epoch's checkpoint to the run;
+    ``resume=<run_id>`` (or ``resume=last``) continues that run from there.
     """
     _check_train_cfg(cfg)
+    resume_state, resume_run = None, None
+    if cfg.get("resume"):
+        cfg, resume_run, resume_state = _resume_point(cfg)
     data, snapshot = load_interactions(cfg)
+    if resume_state and snapshot["content_hash"][:32] != resume_state["digest"]:
+        raise ConfigError(
+            f"run {resume_run} was trained on data with digest {resume_state['digest']}, but the "
+            f"store (schema {snapshot['schema']}) now holds data with digest "
+            f"{snapshot['content_hash'][:32]}: resuming would mix two data sets. Train a new run "
+            "instead (python scripts/train.py without resume=)."
+        )
     split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
     vocab, n_read = data.vocab, len(data)
     del data  # the split holds its own copies; at 20M rows this frees about 0.5 GiB
@@ -93,21 +113,51 @@ def train(cfg: DictConfig) -> TrainResult:
             "out a validation period (each user needs at least 6 interactions with the default "
             "split fractions). Ingest more data or lower split.val_fraction/split.test_fraction."
         )
-    from recmf.fitting import fit_select_refit, quiet_lightning
+    from recmf.fitting import StopOnSignal, fit_select_refit, quiet_lightning
+    from recmf.fold_in import tune as tune_fold_in
+    from recmf.serving import log_model, store_config
 
     quiet_lightning()
-    logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"})
-    ok = False
+    logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"}, run_id=resume_run)
+    main = logger.run_id is not None  # DDP ranks other than 0 log nothing and have no run
+    workdir = CHECKPOINT_ROOT / (logger.run_id or f"rank-{os.getpid()}")
+    status = "FAILED"
     try:
-        params = tracking.flatten(tracking.safe_config(cfg))
-        params.update({f"data.{k}": v for k, v in snapshot.items()})
-        params.update({f"split.{k}": v for k, v in split.sizes().items()})
-        logger.log_hyperparams(params)
+        if resume_state is None:
+            params = tracking.flatten(tracking.safe_config(cfg))
+            params.update({f"data.{k}": v for k, v in snapshot.items()})
+            params.update({f"split.{k}": v for k, v in split.sizes().items()})
+            logger.log_hyperparams(params)
+            lineage = {k: v for k, v in snapshot.items() if k != "query"}
+            digest = tracking.log_data_input(
+                logger.experiment,
+                logger.run_id,
+                lineage,
+                tracking.split_profile(split),
+                snapshot["query"],
+            )
+        else:
+            digest = resume_state["digest"]
+            logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, "resumed")
+        signals = StopOnSignal()
+        restore = signals.install()
+        try:
+            fitted = fit_select_refit(
+                cfg, split, logger, workdir, resume_state, [signals.callback()]
+            )
+        except TrainingInterrupted as stop:
+            if main:
+                _save_resume_point(cfg, logger, workdir, stop, digest)
+            status = "KILLED"
+            raise
+        finally:
+            restore()  # a signal after the last epoch lets the run finish logging its model
+        monitor, best_epoch, best_val = fitted.monitor, fitted.best_epoch, fitted.best_val
+        if not main:
+            return TrainResult(None, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
         with tempfile.TemporaryDirectory(prefix="recmf-") as tmp:
-            fitted = fit_select_refit(cfg, split, logger, Path(tmp))
             for path in fitted.checkpoints:
                 logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints")
-            monitor, best_epoch, best_val = fitted.monitor, fitted.best_epoch, fitted.best_val
             logger.log_metrics(
                 {
                     "best_epoch": best_epoch,
@@ -122,25 +172,82 @@ def train(cfg: DictConfig) -> TrainResult:
                 "run_id": logger.run_id,
                 "config": tracking.safe_config(cfg),
                 "data": snapshot,
+                "data_digest": digest,
                 "split": split.sizes(),
                 "best_epoch": best_epoch,
                 "monitor": monitor,
                 "best_val": best_val,
             }
             bundle = Bundle.from_model(fitted.model, vocab, split, meta)
+            # fold-in constants for users who arrive after training, chosen on validation
+            before_refit = fitted.selected_weights or bundle.weights
+            bundle.meta["fold_in"] = tune_fold_in(before_refit, split, cfg.k, seed=cfg.seed)
+            logger.log_metrics(
+                {f"fold_in_val_ndcg_at_{cfg.k}": bundle.meta["fold_in"][f"val_ndcg_at_{cfg.k}"]}
+            )
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             logger.experiment.log_artifacts(logger.run_id, str(bundle_dir), "bundle")
+            in_sweep = bool(os.environ.get(tracking.PARENT_ENV))  # trials are not registered
+            log_model(
+                logger.run_id,
+                cfg.logger.tracking_uri,
+                bundle_dir,
+                store_config(OmegaConf.merge(cfg.db, {"schema": snapshot["schema"]})),
+                None if in_sweep else cfg.get("registered_model"),
+            )
         logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
-        ok = True
+        shutil.rmtree(workdir, ignore_errors=True)  # logged above; only a resume needs them here
+        status = "FINISHED"
     finally:
-        tracking.finish_run(logger, ok)
+        if main:
+            tracking.finish_run(logger, status)
     return TrainResult(logger.run_id, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
 
 
+def _save_resume_point(cfg, logger, workdir: Path, stop, digest: str) -> None:
+    """Log what ``resume=`` needs: the last completed epoch's checkpoint, the best one so far,
+    and the phase, config and data digest."""
+    state = {
+        "phase": stop.phase,
+        "epoch": stop.epoch,
+        "best_val": getattr(stop, "best_val", None),
+        "digest": digest,
+        "config": tracking.safe_config(cfg),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    logger.experiment.log_artifacts(logger.run_id, str(workdir), "resume")
+    logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, stop.phase)
+    stop.args = (
+        f"training was interrupted during its {stop.phase} phase at epoch {stop.epoch + 1}; the "
+        f"last completed epoch is saved to run {logger.run_id}. Continue it with: python "
+        f"scripts/train.py resume={logger.run_id} (or resume=last).",
+    )
+
+
+def _resume_point(cfg: DictConfig) -> tuple[DictConfig, str, dict]:
+    """The interrupted run's config (with this call's store and tracking settings), id and
+    saved state; its checkpoints are fetched from MLflow when not on this machine."""
+    run = tracking.find_interrupted_run(cfg.logger, None if cfg.resume == "last" else cfg.resume)
+    run_id = run.info.run_id
+    workdir = CHECKPOINT_ROOT / run_id
+    if not (workdir / "state.json").is_file():
+        tracking.download_artifacts_to(cfg.logger, run_id, "resume", workdir)
+    state = json.loads((workdir / "state.json").read_text())
+    saved = OmegaConf.create(state["config"])
+    OmegaConf.set_struct(saved, False)
+    saved.db, saved.logger, saved.resume = cfg.db, cfg.logger, None
+    return saved, run_id, state
+
+
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
-    """The bundle named by ``bundle=`` (a folder), or by ``run_id=``, or the latest run's."""
+    """The bundle named by ``bundle=`` (a folder), ``model=`` (an MLflow model URI such as
+    ``models:/recmf/3``), or ``run_id=``, or the latest run's."""
     if cfg.get("bundle"):
         return Bundle.load(cfg.bundle), None
+    if cfg.get("model"):
+        bundle = Bundle.load(tracking.model_bundle(cfg.logger, cfg.model))
+        return bundle, bundle.meta.get("run_id")
     fast = tracking.local_bundle_fast(cfg.logger, cfg.get("run_id"))
     if fast is not None:  # the common local case, without importing MLflow
         bundle = Bundle.load(fast)
@@ -272,13 +379,57 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     return result
 
 
+def compare(cfg: DictConfig) -> str:
+    """Evaluate several runs and put their test metrics side by side.
+
+    Refuses runs whose training data digests differ (their test splits differ too, so the
+    numbers would not be comparable) unless ``allow_data_mismatch=true``.
+    """
+    runs = [str(r) for r in cfg.compare]
+    if len(runs) < 2:
+        raise ConfigError(
+            f"compare needs at least two run ids, got {runs}. Pass compare=[<id1>,<id2>]."
+        )
+    digests = {}
+    for run_id in runs:
+        tracking.find_training_run(cfg.logger, run_id)  # a clear message for an unknown id
+        digests[run_id] = tracking.data_digest(cfg.logger, run_id)
+    if len(set(digests.values())) > 1 and not cfg.allow_data_mismatch:
+        listed = "; ".join(f"{r}: {d or 'none recorded'}" for r, d in digests.items())
+        raise ConfigError(
+            f"the runs were trained on different data (data digests {listed}), so their test "
+            "splits differ and their metrics are not comparable. Retrain them on the same store "
+            "contents, or pass allow_data_mismatch=true to compare anyway."
+        )
+    results = []
+    for run_id in runs:
+        run_cfg = OmegaConf.merge(cfg, {"run_id": run_id, "compare": []})
+        results.append(evaluate(run_cfg))
+    ks = results[0].ks
+    from recmf.metrics import METRICS
+
+    header = f"{'metric':<14}" + "".join(f"{r[:8]:>12}" for r in runs) + f"{'popularity':>12}"
+    lines = [
+        f"data digest {digests[runs[0]]}"
+        if len(set(digests.values())) == 1
+        else "data digests differ (allow_data_mismatch=true)",
+        header,
+    ]
+    for k in ks:
+        for name in (*METRICS, "coverage"):
+            key = f"{name}_at_{k}"
+            row = "".join(f"{res.metrics[key]:>12.4f}" for res in results)
+            lines.append(f"{name + '@' + str(k):<14}{row}{results[0].baseline[key]:>12.4f}")
+    return "\n".join(lines)
+
+
 def recommend(cfg: DictConfig):
     """Top-K items for one or several users, excluding what each has in the store now.
 
     The store is the one the model was trained from (its schema is in the bundle) unless
-    ``db.schema`` is given.
+    ``db.schema`` is given. Users the model never saw are folded in from their items in the
+    store, or get the popularity ranking when they have none (each answer names its path).
     """
-    from recmf.interactions import UnknownUserError
     from recmf.recommender import Recommender
     from recmf.store import FeatureStore
 
@@ -287,22 +438,9 @@ def recommend(cfg: DictConfig):
     checks.one_of("format", cfg.format, ("table", "json"))
     bundle, _ = resolve_bundle(cfg)
     db = OmegaConf.merge(cfg.db, {"schema": cfg.db.schema or bundle.meta["data"]["schema"]})
-    with FeatureStore.open(db) as store:
+    with FeatureStore.open(db, create=False) as store:
         history = store.user_history(users)
-        not_in_store = [u for u in users if u not in history]
-        not_in_model = [u for u in users if not bundle.vocab.has_user(u)]
-        if not_in_store or not_in_model:
-            unknown = not_in_store or not_in_model
-            examples = ", ".join(store.list_users(5))
-            where = "in the store" if not_in_store else "in the model (they arrived after training)"
-            raise UnknownUserError(
-                unknown,
-                f"They are not {where}. Known users include {examples}; "
-                "`python scripts/recommend.py list_users=true` lists more"
-                + ("" if not_in_store else ", and retraining includes new users")
-                + ".",
-            )
-    return Recommender(bundle).recommend(users, k, history)
+    return Recommender(bundle).recommend(users, k, history, exclude_seen=cfg.exclude_seen)
 
 
 def list_users(cfg: DictConfig, limit: int = 20) -> list[str]:
@@ -310,5 +448,5 @@ def list_users(cfg: DictConfig, limit: int = 20) -> list[str]:
     from recmf.store import FeatureStore
 
     schema = cfg.db.schema or resolve_bundle(cfg)[0].meta["data"]["schema"]
-    with FeatureStore.open(OmegaConf.merge(cfg.db, {"schema": schema})) as store:
+    with FeatureStore.open(OmegaConf.merge(cfg.db, {"schema": schema}), create=False) as store:
         return store.list_users(limit)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from recmf.bundle import Bundle
+from recmf.fold_in import FOLD_IN_DEFAULTS, fold_in, fold_in_scores
 
 
 @dataclass
@@ -23,34 +24,90 @@ class UserRecommendations:
     items: list[Recommendation]
     n_excluded: int  # items the user already has in the store, never recommended
     notes: list[str] = field(default_factory=list)
+    path: str = "model"  # "model" | "fold-in" | "popularity": how the user was scored
+
+
+PATHS = ("model", "fold-in", "popularity")
 
 
 class Recommender:
-    """Scores users against the catalogue and keeps the best unseen items."""
+    """Scores users against the catalogue and keeps the best unseen items.
+
+    Three paths, named in each answer: a user the model trained on is scored with their own
+    embedding ("model"); a user it never saw who has items in the store gets an embedding folded
+    in from those items (:func:`fold_in`); a user with neither gets the popularity ranking of the
+    training data ("popularity").
+    """
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.vocab = bundle.vocab
+        self.fold_in_params = {
+            **FOLD_IN_DEFAULTS,
+            **bundle.meta.get("fold_in", {}).get("params", {}),
+        }
+        self._popularity: np.ndarray | None = None
+
+    def popularity(self) -> np.ndarray:
+        """Training interaction counts per item (train + validation, as the baseline ranks)."""
+        if self._popularity is None:
+            _, items = self.bundle.pairs("train", "val")
+            self._popularity = np.bincount(items, minlength=self.vocab.n_items).astype(np.float32)
+        return self._popularity
+
+    def _scores(self, user_ids: list[str], history: dict[str, list[str]]) -> tuple:
+        """(B, n_items) scores and the path of each user."""
+        w = self.bundle.weights
+        paths = []
+        for user in user_ids:
+            if self.vocab.has_user(user):
+                paths.append("model")
+            elif len(self.vocab.item_idx(history.get(user, []), drop_unknown=True)):
+                paths.append("fold-in")
+            else:
+                paths.append("popularity")
+        scores = np.empty((len(user_ids), self.vocab.n_items), dtype=np.float32)
+        known = [r for r, p in enumerate(paths) if p == "model"]
+        if known:
+            scores[known] = self.bundle.score_users(
+                self.vocab.user_idx([user_ids[r] for r in known])
+            )
+        folded = [r for r, p in enumerate(paths) if p == "fold-in"]
+        if folded:
+            hist = [self.vocab.item_idx(history[user_ids[r]], drop_unknown=True) for r in folded]
+            x = fold_in(w, hist, **self.fold_in_params)
+            scores[folded] = fold_in_scores(w, x)
+        for r, p in enumerate(paths):
+            if p == "popularity":
+                scores[r] = self.popularity()
+        return scores, paths
 
     def recommend(
-        self, user_ids: list[str], k: int, history: dict[str, list[str]]
+        self,
+        user_ids: list[str],
+        k: int,
+        history: dict[str, list[str]],
+        exclude_seen: bool = True,
     ) -> list[UserRecommendations]:
-        """Top-``k`` items for each known user, excluding the items in ``history``.
+        """Top-``k`` items for each user, excluding the items in ``history``.
 
         Args:
-            user_ids: External ids the model knows (``vocab.has_user``).
+            user_ids: External ids; users the model does not know are folded in or get the
+                popularity ranking.
             k: How many items per user; fewer when the user has seen nearly everything.
             history: External item ids each user has now (items unknown to the model are
                 ignored: the model cannot rank them anyway).
+            exclude_seen: Leave out what each user already has (the usual case).
         """
-        idx = self.vocab.user_idx(user_ids)
-        scores = self.bundle.score_users(idx)  # (B, n_items)
+        scores, paths = self._scores(user_ids, history)
         out = []
         for row, user in enumerate(user_ids):
             seen = self.vocab.item_idx(history.get(user, []), drop_unknown=True)
             s = scores[row]
-            s[seen] = -np.inf
-            available = self.vocab.n_items - len(np.unique(seen))
+            n_seen = len(np.unique(seen)) if exclude_seen else 0
+            if exclude_seen:
+                s[seen] = -np.inf
+            available = self.vocab.n_items - n_seen
             kk = min(k, available)
             top = np.argpartition(-s, kk - 1)[:kk] if kk > 0 else np.array([], dtype=np.int64)
             top = top[np.argsort(-s[top], kind="stable")]
@@ -61,19 +118,29 @@ class Recommender:
                 for i in top
             ]
             notes = []
+            if paths[row] == "fold-in":
+                notes.append(
+                    f"{user} is not in the model (they arrived after training): scored with an "
+                    f"embedding folded in from their {len(np.unique(seen))} items in the store"
+                )
+            elif paths[row] == "popularity":
+                notes.append(
+                    f"{user} has no interactions the model knows: the popularity ranking of the "
+                    "training data (ingest their interactions for personal recommendations)"
+                )
             if kk < k:
                 notes.append(
                     f"asked for k={k} but only {available} of the {self.vocab.n_items} items are "
                     f"not already in {user}'s history; returning {kk}"
                 )
-            out.append(UserRecommendations(user, items, int(len(np.unique(seen))), notes))
+            out.append(UserRecommendations(user, items, n_seen, notes, paths[row]))
         return out
 
 
 def format_table(recs: list[UserRecommendations]) -> str:
     lines = []
     for r in recs:
-        lines.append(f"user {r.user_id} ({r.n_excluded} items already seen, excluded):")
+        lines.append(f"user {r.user_id} ({r.path}; {r.n_excluded} items already seen, excluded):")
         lines.append(f"  {'rank':>4}  {'item':<12} {'score':>8}  title")
         for rank, item in enumerate(r.items, 1):
             lines.append(f"  {rank:>4}  {item.item_id:<12} {item.score:>8.3f}  {item.title}")

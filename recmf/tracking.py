@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 KIND_TAG = "recmf_kind"  # "train" on training runs
 BUNDLE_TAG = "recmf_bundle"  # "1" once a run's bundle is fully logged
 PARENT_ENV = "RECMF_PARENT_RUN_ID"  # set by recmf.sweep during a multirun: trials nest under it
+INTERRUPTED_TAG = "recmf_interrupted"  # the phase a SIGINT/SIGTERM stopped; "resumed" after
 
 
 def safe_config(cfg: DictConfig) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def make_logger(logger_cfg: DictConfig, tags: dict[str, str]):
+def make_logger(logger_cfg: DictConfig, tags: dict[str, str], run_id: str | None = None):
     """An MLFlowLogger whose run stays open until :func:`finish_run` (Lightning ends it per fit)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -58,12 +60,77 @@ def make_logger(logger_cfg: DictConfig, tags: dict[str, str]):
         experiment_name=logger_cfg.experiment_name,
         run_name=logger_cfg.run_name,
         tracking_uri=logger_cfg.tracking_uri,
-        tags=tags,
+        tags=None if run_id else tags,
+        run_id=run_id,  # a resumed run logs on into its own record
     )
 
 
-def finish_run(logger, ok: bool) -> None:
-    logger.experiment.set_terminated(logger.run_id, "FINISHED" if ok else "FAILED")
+def finish_run(logger, status: str) -> None:
+    """End the run as FINISHED, FAILED or KILLED (interrupted, resumable)."""
+    logger.experiment.set_terminated(logger.run_id, status)
+
+
+def find_interrupted_run(logger_cfg: DictConfig, run_id: str | None = None):
+    """The given run if it was interrupted and not yet resumed to the end, or the latest one."""
+    if run_id:
+        run = find_run(logger_cfg, run_id)
+        if run.data.tags.get(INTERRUPTED_TAG) in (None, "resumed") or run.info.status != "KILLED":
+            raise RunNotFoundError(
+                f"run {run_id!r} has nothing to resume (status {run.info.status}): only a "
+                "training run stopped by SIGINT/SIGTERM can be resumed. Start a new one with "
+                "`python scripts/train.py`."
+            )
+        return run
+    runs = _latest_run(
+        logger_cfg, f"attributes.status = 'KILLED' and tags.{INTERRUPTED_TAG} != 'resumed'"
+    )
+    if not runs:
+        raise RunNotFoundError(
+            f"no interrupted training run to resume in experiment {logger_cfg.experiment_name!r} "
+            f"of tracking store {logger_cfg.tracking_uri!r}. Start one with "
+            "`python scripts/train.py`."
+        )
+    return runs[0]
+
+
+def _latest_run(logger_cfg: DictConfig, filter_string: str) -> list:
+    """The latest run of the configured experiment matching ``filter_string`` (or [])."""
+    client = _client(logger_cfg.tracking_uri)
+    experiment = client.get_experiment_by_name(logger_cfg.experiment_name)
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+
+
+def find_run(logger_cfg: DictConfig, run_id: str):
+    """Any run by id, with a clear message when there is none."""
+    import mlflow.exceptions
+
+    try:
+        return _client(logger_cfg.tracking_uri).get_run(str(run_id))
+    except mlflow.exceptions.MlflowException:
+        raise RunNotFoundError(
+            f"no MLflow run with id {run_id!r} in tracking store {logger_cfg.tracking_uri!r}. "
+            "Run ids are printed by `python scripts/train.py`; `mlflow ui` lists them."
+        ) from None
+
+
+def download_artifacts_to(logger_cfg: DictConfig, run_id: str, path: str, dest: Path) -> Path:
+    """Copy a run's artifact folder ``path`` into ``dest``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow.artifacts
+
+    dest.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=path, tracking_uri=logger_cfg.tracking_uri
+    )
+    shutil.copytree(local, dest, dirs_exist_ok=True)
+    return dest
 
 
 def _client(tracking_uri: str):
@@ -126,15 +193,7 @@ def find_training_run(logger_cfg: DictConfig, run_id: str | None = None):
                 f"{run.info.status}); pass the id of a training run, or leave run_id unset."
             )
         return run
-    experiment = client.get_experiment_by_name(logger_cfg.experiment_name)
-    runs = []
-    if experiment is not None:
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.{BUNDLE_TAG} = '1' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+    runs = _latest_run(logger_cfg, f"tags.{BUNDLE_TAG} = '1' and attributes.status = 'FINISHED'")
     if not runs:
         raise RunNotFoundError(
             f"no finished training run in experiment {logger_cfg.experiment_name!r} of tracking "
@@ -161,6 +220,34 @@ def download_bundle(logger_cfg: DictConfig, run_id: str, artifact_uri: str | Non
         run_id=run_id, artifact_path="bundle", tracking_uri=logger_cfg.tracking_uri
     )
     return Path(path)
+
+
+def model_bundle(logger_cfg: DictConfig, model_uri: str) -> Path:
+    """Local bundle folder of an MLflow model (``models:/recmf/3``, ``models:/recmf/latest``,
+    ``runs:/<id>/model``), downloaded through the tracking store's registry."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from recmf.errors import RunNotFoundError
+
+    mlflow.set_tracking_uri(logger_cfg.tracking_uri)
+    try:
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(model_uri)))
+    except (MlflowException, OSError) as exc:
+        reason = str(getattr(exc, "message", exc)).splitlines()[0]
+        raise RunNotFoundError(
+            f"no MLflow model {model_uri!r} in the tracking store {logger_cfg.tracking_uri} "
+            f"({reason}). Pass model=models:/<name>/<version> (or /latest) of a registered "
+            "model; `mlflow ui` lists them under Models."
+        ) from None
+    bundle = path / "artifacts" / "bundle"
+    if not bundle.is_dir():
+        raise RunNotFoundError(
+            f"the MLflow model {model_uri!r} is not a recmf model (no artifacts/bundle in it)."
+        )
+    return bundle
 
 
 def log_metrics(logger_cfg: DictConfig, run_id: str, metrics: dict[str, float]) -> None:
@@ -198,3 +285,55 @@ def metric_histories(
         if history:
             out[key] = [(int(m.step), float(m.value)) for m in history]
     return out
+
+
+DATASET_CONTEXT = "training"
+
+
+def split_profile(split) -> dict[str, Any]:
+    """Sizes, what the split dropped, and each part's time range (its boundaries: the split is
+    per user, so a part's range overlaps the others')."""
+    out: dict[str, Any] = dict(split.sizes())
+    for part in ("train", "val", "test"):
+        ts = getattr(split, part).timestamp
+        out[f"{part}_time_min"] = int(ts.min()) if len(ts) else None
+        out[f"{part}_time_max"] = int(ts.max()) if len(ts) else None
+    return out
+
+
+def log_data_input(client, run_id: str, snapshot: dict, split: dict, query: str) -> str:
+    """Record what a run read as an MLflow dataset input; returns the digest logged.
+
+    Source: the store (URL without password, schema, query). Digest: the first 32 hex digits
+    of the order-independent content hash (MLflow keeps at most 36 characters; the whole hash
+    is in the profile and in the ``data.content_hash`` param). Profile: counts, time watermark,
+    split sizes and boundaries.
+    """
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = {"url": snapshot["url"], "schema": snapshot["schema"], "query": query}
+    profile = {k: v for k, v in snapshot.items() if k not in ("url", "schema")}
+    profile["split"] = split
+    digest = snapshot["content_hash"][:32]
+    dataset = Dataset(
+        name=f"recmf:{snapshot['schema']}",
+        digest=digest,
+        source_type="recmf-postgres",
+        source=json.dumps(source, sort_keys=True),
+        profile=json.dumps(profile, sort_keys=True),
+    )
+    context = InputTag(key="mlflow.data.context", value=DATASET_CONTEXT)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+    return digest
+
+
+def data_digest(logger_cfg: DictConfig, run_id: str) -> str | None:
+    """The digest of the training data a run logged (None for runs from before lineage)."""
+    run = _client(logger_cfg.tracking_uri).get_run(run_id)
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        tags = {t.key: t.value for t in dataset_input.tags}
+        if tags.get("mlflow.data.context") == DATASET_CONTEXT:
+            return dataset_input.dataset.digest
+    return None

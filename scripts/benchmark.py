@@ -5,6 +5,8 @@ Usage:
     python scripts/benchmark.py quality --data ../shared/data/ml-100k --seeds 1 2 3 \
         --min-ndcg 0.175 --min-precision 0.15        # exits 1 below either floor (CI)
     python scripts/benchmark.py rmse --data ../shared/data/ml-100k     # 5-fold CV, loss=mse
+    python scripts/benchmark.py foldin --data ../shared/data/ml-100k   # new users, no retraining
+    python scripts/benchmark.py serve          # 2,000 REST requests from 32 clients: p50/p99
     python scripts/benchmark.py speed                  # store, training, evaluation, recommend
     python scripts/benchmark.py speed --device cuda --train-rows 20000000
     python scripts/benchmark.py quality --dataset csv --experiment none --schema bench_mlsmall \
@@ -178,6 +180,160 @@ def rmse(args: argparse.Namespace) -> int:
     return 0
 
 
+def foldin(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from recmf import cli, pipeline
+    from recmf.datasets import load_source
+    from recmf.fitting import quiet_lightning
+    from recmf.fold_in import held_out_users
+    from recmf.store import FeatureStore
+
+    overrides = [f"dataset={args.dataset}", f"db.schema={args.schema}", f"seed={args.seed}"]
+    if args.experiment != "none":
+        overrides.append(f"experiment={args.experiment}")
+    overrides.append(f"dataset.path={Path(args.data).resolve()}")
+    cfg = _compose("train", [*overrides, *args.overrides])
+    with FeatureStore.open(cfg.db) as store:
+        cli.run(lambda: store.ingest(load_source(cfg.dataset)))
+    data, _ = pipeline.load_interactions(cfg)
+    quiet_lightning()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recmf-foldin-") as tmp:
+        result = held_out_users(data, cfg, args.holdout, args.seed, Path(tmp))
+    result["seconds"] = time.perf_counter() - t0
+    key = f"ndcg_at_{cfg.k}"
+    print(
+        f"{result['held_out_users']} users held out of training ({args.holdout:.0%} of those "
+        f"with test items), {result['evaluated_users']} evaluated, NDCG@{cfg.k}:\n"
+        f"  trained with them    {result['trained'][key]:.4f}\n"
+        f"  folded in            {result['fold_in'][key]:.4f}  "
+        f"({result['fold_in_vs_trained']:.0%} of trained; {result['fold_in']['params']})\n"
+        f"  popularity           {result['popularity'][key]:.4f}  "
+        f"(fold-in {result['fold_in_vs_popularity']:.2f}x)"
+    )
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or work / f"foldin-{args.schema}-seed{args.seed}.json")
+    out.write_text(json.dumps(result, indent=2))
+    print(f"saved {out}")
+    if args.min_ratio is not None and result["fold_in_vs_trained"] < args.min_ratio:
+        print(f"fold-in below {args.min_ratio:.0%} of trained", file=sys.stderr)
+        return 1
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load on the REST model server: N requests from C concurrent clients on loopback."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import urllib.request
+
+    work = Path(args.workdir).resolve() / "serve"
+    work.mkdir(parents=True, exist_ok=True)
+    uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    if not args.tracking_uri:  # a fresh model on the synthetic data set, in its own schema
+        from recmf import cli, pipeline
+
+        cfg = _compose("train", [f"logger.tracking_uri={uri}", "db.schema=bench_serve"])
+        cli.run(lambda: pipeline.train(cfg))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_cli), "models", "serve", "-m", args.model, "--env-manager", "local"]
+    cmd += ["-h", "127.0.0.1", "-p", str(port), "--workers", str(args.workers)]
+    server = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    users = [f"U{i}" for i in range(1, 201)] + ["NOBODY"]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        body = {"dataframe_split": {"columns": ["user_id"], "data": [[users[i % len(users)]]]}}
+        body["params"] = {"k": 10}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                rows = json.loads(response.read())["predictions"]
+                ok = response.status == 200 and len(rows) == 10
+        except OSError as exc:
+            ok, rows = False, str(exc)
+        with lock:
+            latencies.append(time.perf_counter() - t0)
+            if not ok:
+                errors.append(str(rows)[:200])
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    print("the model server did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+        for i in range(args.clients):  # warm every worker's store connection
+            call(i)
+        latencies.clear()
+        counter = iter(range(args.requests))
+        counter_lock = threading.Lock()
+
+        def client() -> None:
+            while True:
+                with counter_lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                call(i)
+
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    lat = np.array(latencies) * 1000
+    result = {
+        "requests": args.requests,
+        "clients": args.clients,
+        "workers": args.workers,
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": wall,
+        "requests_per_s": args.requests / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "cpu_count": os.cpu_count(),
+    }
+    print(
+        f"{args.requests} requests from {args.clients} clients ({args.workers} server workers): "
+        f"{len(errors)} errors, {result['requests_per_s']:.0f} requests/s, "
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
+    )
+    out = Path(args.out or Path(args.workdir) / "serve.json")
+    out.write_text(json.dumps(result, indent=2))
+    print(f"saved {out}")
+    return 1 if errors else 0
+
+
 def speed(args: argparse.Namespace) -> int:
     import os
     import subprocess
@@ -221,12 +377,14 @@ def speed(args: argparse.Namespace) -> int:
                 str(batch),
                 device,
                 str(args.dim),
+                args.catalogue,
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             t = json.loads(proc.stdout.strip().splitlines()[-1])
             out["training"].append(t)
             print(
-                f"train {loss}, {rows:,} rows, batch {batch}: recmf "
+                f"train {loss}, {rows:,} rows ({t['users']:,} users x {t['items']:,} items), "
+                f"batch {batch}: recmf "
                 f"{t['recmf_epoch_seconds']:.2f} s/epoch vs plain loop "
                 f"{t['reference_epoch_seconds']:.2f} s ({t['ratio']:.2f}x), peak RSS "
                 f"{t['peak_rss_gib']:.2f} GiB",
@@ -298,7 +456,10 @@ def _train_child(argv: list[str]) -> int:
     from recmf import speed as sp
 
     rows, loss, batch, device, dim = int(argv[0]), argv[1], int(argv[2]), argv[3], int(argv[4])
-    n_users, n_items = max(100, rows // 145), max(50, rows // 740)  # MovieLens-20M's shape
+    if argv[5] == "fixed":  # MovieLens-20M's catalogue whatever the number of interactions
+        n_users, n_items = 137_931, 27_027
+    else:  # MovieLens-20M's shape: the catalogue grows with the interactions
+        n_users, n_items = max(100, rows // 145), max(50, rows // 740)
     result = sp.training(rows, n_users, n_items, dim, batch, loss, device)
     result.update(users=n_users, items=n_items, dim=dim)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
@@ -346,11 +507,36 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None)
     r.add_argument("--max-rmse", type=float, default=None, help="fail above this mean RMSE")
     r.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
+    f = sub.add_parser("foldin", help="users held out of training, folded in at request time")
+    f.add_argument("--data", required=True, help="ml-100k folder (or a file for --dataset csv)")
+    f.add_argument("--dataset", default="movielens-100k")
+    f.add_argument("--experiment", default="ml100k", help="'none' for the default config")
+    f.add_argument("--schema", default="bench_ml100k")
+    f.add_argument("--holdout", type=float, default=0.1, help="share of test users held out")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--min-ratio", type=float, default=None, help="exit 1 below this ratio")
+    f.add_argument("--workdir", default=".recmf/benchmark")
+    f.add_argument("--out", default=None)
+    f.add_argument("overrides", nargs="*", help="train config overrides, after --")
+    v = sub.add_parser("serve", help="REST load: concurrent requests to mlflow models serve")
+    v.add_argument("--tracking-uri", default=None, help="default: train a fresh synthetic model")
+    v.add_argument("--model", default="models:/recmf/latest")
+    v.add_argument("--requests", type=int, default=2000)
+    v.add_argument("--clients", type=int, default=32)
+    v.add_argument("--workers", type=int, default=2, help="server worker processes")
+    v.add_argument("--workdir", default=".recmf/benchmark")
+    v.add_argument("--out", default=None)
     p = sub.add_parser("speed", help="store, training, evaluation and recommend speed")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--store-rows", type=int, default=5_000_000, help="0 skips the store")
     p.add_argument("--train-rows", type=int, nargs="*", default=[1_000_000, 5_000_000])
     p.add_argument("--losses", nargs="+", default=["bpr", "softmax"])
+    p.add_argument(
+        "--catalogue",
+        choices=["movielens", "fixed"],
+        default="movielens",
+        help="users and items grow with the rows (MovieLens-20M ratios) or stay at 138k x 27k",
+    )
     p.add_argument("--batch", type=int, default=65536, help="interactions per step (bpr)")
     p.add_argument("--user-batch", type=int, default=1024, help="users per step (softmax)")
     p.add_argument("--dim", type=int, default=64)
@@ -365,8 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode == "speed":
         return speed(args)
+    if args.mode == "serve":
+        return serve(args)
     if not Path(args.data).exists():
         parser.error(f"--data {args.data!r} does not exist; pass a MovieLens-100K folder or CSV")
+    if args.mode == "foldin":
+        return foldin(args)
     return quality(args) if args.mode == "quality" else rmse(args)
 
 

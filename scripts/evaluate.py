@@ -4,6 +4,7 @@ Usage:
     python scripts/evaluate.py                     # the latest finished training run
     python scripts/evaluate.py run_id=<id> ks=[5,10,20]
     python scripts/evaluate.py k=10
+    python scripts/evaluate.py compare=[<id1>,<id2>]   # side by side; same data digest only
 """
 
 import hydra
@@ -14,8 +15,11 @@ from recmf import cli
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from recmf.pipeline import evaluate
+    from recmf.pipeline import compare, evaluate
 
+    if cfg.compare:
+        print(cli.run(lambda: compare(cfg)))
+        return
     result = cli.run(lambda: evaluate(cfg))
     print(
         f"run {result.run_id}: test metrics over {result.n_users} users "

@@ -132,8 +132,8 @@ def test_recommend_json_excludes_what_the_user_has(trained):
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
-        ("recommend.py", ["user=NOBODY"], "NOBODY"),
         ("recommend.py", ["user=U1", "k=0"], "k must be a positive whole number"),
+        ("recommend.py", ["user=U1", "db.schema=nosuchschema"], "nothing was ingested there"),
         ("recommend.py", ["user=U1", "k=abc"], "'abc'"),
         ("evaluate.py", ["run_id=0123456789abcdef"], "no MLflow run with id"),
     ],
@@ -253,3 +253,10 @@ def test_ddp_on_two_cpu_processes_matches_one_process(trained):
         scores.append(run.data.metrics["best_val_ndcg_at_10"])
     # stated tolerance: per-rank loss means and per-rank negatives differ from one process's
     assert scores[1] == pytest.approx(scores[0], abs=0.01)
+
+
+def test_recommend_for_a_user_with_no_interactions_falls_back_to_popularity(trained):
+    proc = _run("recommend.py", ["user=NOBODY", "k=3"], trained["cwd"], trained["env"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "user NOBODY (popularity;" in proc.stdout
+    assert "has no interactions the model knows" in proc.stdout

@@ -1,0 +1,298 @@
+"""Serving and lineage: the run's MLflow model over real HTTP, the three scoring paths (model,
+fold-in, popularity), ``model=models:/...``, and the data digest a run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from recmf.datasets import RawInteractions
+from recmf.errors import ConfigError
+from recmf.store import FeatureStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "dataset.n_users=60",
+    "dataset.n_items=40",
+    "dataset.n_interactions=1500",
+    "latent_dim=8",
+    "trainer.max_epochs=3",
+    "patience=2",
+    "refit=false",
+]
+
+
+def _compose(name: str, overrides: list[str], db_url: str | None = None):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(name, overrides=overrides)
+    if db_url:  # set after composing: a URL's '=' and '?' are not override grammar
+        OmegaConf.update(cfg, "db.url", db_url)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def served(pg_url, tmp_path_factory):
+    """A tiny training run (in process) with its model registered, in its own store schema."""
+    from recmf import pipeline
+
+    cwd = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    schema = f"serve_{uuid.uuid4().hex[:8]}"
+    common = [f"logger.tracking_uri={uri}", f"db.schema={schema}"]
+    run = pipeline.train(_compose("train", [*common, *TINY], pg_url))
+    return {"cwd": cwd, "uri": uri, "schema": schema, "pg_url": pg_url, "run": run}
+
+
+def _recommend(served, users: list[str], extra: list[str] = ()) -> list[dict]:
+    from recmf import pipeline
+
+    if not any(e.startswith(("model=", "run_id=")) for e in extra):  # other tests train too
+        extra = [*extra, f"run_id={served['run'].run_id}"]
+    cfg = _compose(
+        "recommend", [f"logger.tracking_uri={served['uri']}", "k=5", *extra], served["pg_url"]
+    )
+    cfg = OmegaConf.merge(cfg, {"user": users})
+    return [
+        {"user_id": r.user_id, "path": r.path, "items": [(i.item_id, i.score) for i in r.items]}
+        for r in pipeline.recommend(cfg)
+    ]
+
+
+def _add_user(served, user: str, items: list[str]) -> None:
+    db = OmegaConf.create({"url": served["pg_url"], "schema": served["schema"], "data_dir": "x"})
+    with FeatureStore.open(db) as store:
+        n = len(items)
+        store.ingest(
+            RawInteractions(
+                user_id=np.array([user] * n),
+                item_id=np.array(items),
+                rating=None,
+                timestamp=np.arange(n, dtype=np.int64) + 2_000_000_000,
+            )
+        )
+
+
+def test_each_user_is_scored_by_the_model_by_fold_in_or_by_popularity(served):
+    _add_user(served, "NEWCOMER", ["I1", "I2", "I3", "I4"])
+    recs = {r["user_id"]: r for r in _recommend(served, ["U1", "NEWCOMER", "NOBODY"])}
+    assert [recs[u]["path"] for u in ("U1", "NEWCOMER", "NOBODY")] == [
+        "model",
+        "fold-in",
+        "popularity",
+    ]
+    assert not {"I1", "I2", "I3", "I4"} & {i for i, _ in recs["NEWCOMER"]["items"]}
+    # popularity: the items with the most training interactions, in that order
+    bundle = _bundle(served)
+    _, items = bundle.pairs("train", "val")
+    counts = np.bincount(items, minlength=bundle.vocab.n_items)
+    position = {str(item): i for i, item in enumerate(bundle.vocab.item_ids)}
+    got = recs["NOBODY"]["items"]
+    assert [score for _, score in got] == sorted(counts.tolist(), reverse=True)[:5]
+    assert all(counts[position[item]] == score for item, score in got)
+
+
+def _bundle(served):
+    from recmf.bundle import Bundle
+    from recmf.tracking import download_bundle
+
+    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    return Bundle.load(download_bundle(logger_cfg, served["run"].run_id))
+
+
+def test_fold_in_is_one_newton_step_of_the_penalised_softmax_and_ranks_the_users_cluster():
+    import torch
+
+    from recmf.fold_in import fold_in, fold_in_scores
+
+    rng = np.random.default_rng(0)
+    # two clusters of items along orthogonal directions, plus noise; biases favour cluster two
+    v = np.concatenate([np.tile([1.0, 0, 0, 0], (20, 1)), np.tile([0, 1.0, 0, 0], (20, 1))])
+    v = (v + 0.2 * rng.standard_normal(v.shape)).astype(np.float32)
+    bias = np.concatenate([np.zeros(20), np.full(20, 0.5)]).astype(np.float32)[:, None]
+    weights = {"item_emb": v, "item_bias": bias}
+    own = np.array([0, 3, 5, 8])  # the user's items, earliest first: all in cluster one
+    reg, recency = 2.0, 1.0
+    (x,) = fold_in(weights, [own], reg, recency)
+    # independently: gradient and Hessian at x = 0 of the weighted, penalised log-likelihood
+    w = torch.exp(-recency * torch.tensor([3.0, 2.0, 1.0, 0.0]) / 3)  # age 1 .. 0
+
+    def objective(z):
+        logp = torch.log_softmax(
+            torch.from_numpy(v).double() @ z + torch.from_numpy(bias[:, 0]).double(), 0
+        )
+        return (w.double() * logp[torch.from_numpy(own)]).sum() - 0.5 * reg * z @ z
+
+    z0 = torch.zeros(4, dtype=torch.float64)
+    grad = torch.autograd.functional.jacobian(objective, z0)
+    hess = torch.autograd.functional.hessian(objective, z0)
+    newton = -torch.linalg.solve(hess, grad)
+    assert np.allclose(x, newton.numpy(), atol=1e-5)
+    scores = fold_in_scores(weights, x[None, :])[0]
+    scores[own] = -np.inf
+    assert set(np.argsort(-scores)[:10]) <= set(range(20))  # despite the biases
+    assert not fold_in(weights, [np.array([], dtype=np.int64)], reg).any()
+
+
+def test_run_records_its_data_as_an_mlflow_dataset_input(served, pg_url):
+    from mlflow.tracking import MlflowClient
+
+    from recmf import pipeline
+    from recmf.tracking import data_digest
+
+    run = MlflowClient(served["uri"]).get_run(served["run"].run_id)
+    (dataset_input,) = run.inputs.dataset_inputs
+    ds = dataset_input.dataset
+    source, profile = json.loads(ds.source), json.loads(ds.profile)
+    assert source["schema"] == served["schema"] and "interactions" in source["query"]
+    assert ds.digest == run.data.params["data.content_hash"][:32]
+    assert profile["n_interactions"] == int(run.data.params["data.n_interactions"])
+    assert profile["split"]["n_test"] > 0 and profile["split"]["train_time_max"] is not None
+    # unchanged data: the same digest; one new interaction: a different one
+    schema = f"lineage_{uuid.uuid4().hex[:8]}"
+    common = [f"logger.tracking_uri={served['uri']}", f"db.schema={schema}"]
+    cfg = _compose("train", [*common, *TINY, "registered_model=null"], pg_url)
+    first, second = pipeline.train(cfg), pipeline.train(cfg)
+    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    assert data_digest(logger_cfg, first.run_id) == data_digest(logger_cfg, second.run_id)
+    served_db = dict(served)
+    served_db["schema"] = schema
+    _add_user(served_db, "U1", ["I39"])
+    third = pipeline.train(cfg)
+    assert data_digest(logger_cfg, third.run_id) != data_digest(logger_cfg, first.run_id)
+    # evaluate refuses to put runs on different data side by side, unless told to
+    ecfg = _compose(
+        "evaluate",
+        [
+            f"logger.tracking_uri={served['uri']}",
+            f"compare=[{first.run_id},{third.run_id}]",
+            f"report_dir={served['cwd'] / 'reports'}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="different data"):
+        pipeline.compare(ecfg)
+    table = pipeline.compare(OmegaConf.merge(ecfg, {"allow_data_mismatch": True}))
+    assert "ndcg@10" in table and first.run_id[:8] in table
+    same = pipeline.compare(OmegaConf.merge(ecfg, {"compare": [first.run_id, second.run_id]}))
+    assert same.startswith("data digest ")
+
+
+def test_recommend_by_registered_model_uri_matches_the_run(served):
+    by_run = _recommend(served, ["U1", "U2"], [f"run_id={served['run'].run_id}"])
+    by_model = _recommend(served, ["U1", "U2"], ["model=models:/recmf/latest"])
+    assert by_run == by_model
+    from recmf.errors import RunNotFoundError
+
+    with pytest.raises(RunNotFoundError, match="models:/nosuch/1"):
+        _recommend(served, ["U1"], ["model=models:/nosuch/1"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, users: list[str], params: dict) -> list[dict]:
+    body = {"dataframe_split": {"columns": ["user_id"], "data": [[u] for u in users]}}
+    body["params"] = params
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["predictions"]
+
+
+def test_mlflow_models_serve_answers_like_recommend(served):
+    _add_user(served, "LATECOMER", ["I5", "I6", "I7"])
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": served["uri"],
+        "RECMF_DATABASE_URL": served["pg_url"],
+    }
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    log_path = served["cwd"] / f"serve-{port}.log"
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            "models:/recmf/latest",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=served["cwd"],
+        env=env,
+        stdout=log,  # a file: an unread pipe fills up with access-log lines and stalls it
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its workers go with it
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, "the model server did not answer /ping in 90 s"
+            time.sleep(0.5)
+        cases = [["U1"], ["U2", "U3", "LATECOMER"], ["NOBODY"]]
+        for users in cases:
+            answer = _post(port, users, {"k": 5})
+            expected = _recommend(served, users)
+            for want in expected:
+                got = [row for row in answer if row["user_id"] == want["user_id"]]
+                assert [row["rank"] for row in got] == list(range(1, len(want["items"]) + 1))
+                assert [row["item_id"] for row in got] == [i for i, _ in want["items"]], (want, got)
+                assert [row["score"] for row in got] == pytest.approx(
+                    [s for _, s in want["items"]], rel=1e-5
+                )
+                assert {row["path"] for row in got} == {want["path"]}
+        paths = {
+            row["user_id"]: row["path"] for row in _post(port, ["U1", "LATECOMER", "NOBODY"], {})
+        }
+        assert paths == {"U1": "model", "LATECOMER": "fold-in", "NOBODY": "popularity"}
+        # exclude_seen=false may return what the user already has
+        with_seen = _post(port, ["U1"], {"k": 40, "exclude_seen": False})
+        assert len(with_seen) == 40
+        # under load: 2,000 requests from 32 concurrent clients, every one answered in full
+        from concurrent.futures import ThreadPoolExecutor
+
+        users = [f"U{1 + i % 50}" for i in range(2000)]
+        alone = {u: _post(port, [u], {"k": 3}) for u in set(users)}  # one at a time
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(lambda u: _post(port, [u], {"k": 3}), users))
+        assert answers == [alone[u] for u in users]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
