@@ -135,6 +135,7 @@ def test_recommend_json_excludes_what_the_user_has(trained):
         ("recommend.py", ["user=U1", "k=0"], "k must be a positive whole number"),
         ("recommend.py", ["user=U1", "db.schema=nosuchschema"], "nothing was ingested there"),
         ("recommend.py", ["user=U1", "k=abc"], "'abc'"),
+        ("recommend.py", ["user=U1", "k=-3"], "k must be a positive whole number"),
         ("evaluate.py", ["run_id=0123456789abcdef"], "no MLflow run with id"),
     ],
 )
@@ -260,3 +261,13 @@ def test_recommend_for_a_user_with_no_interactions_falls_back_to_popularity(trai
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "user NOBODY (popularity;" in proc.stdout
     assert "has no interactions the model knows" in proc.stdout
+
+
+def test_huge_k_returns_what_exists_and_unknown_config_keys_are_refused(trained):
+    proc = _run("recommend.py", ["user=U1", "k=1000000000000"], trained["cwd"], trained["env"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "asked for k=1000000000000 but only" in proc.stdout
+    for script in ("train.py", "evaluate.py", "recommend.py"):
+        proc = _run(script, ["nosuchkey=1"], trained["cwd"], trained["env"])
+        assert proc.returncode != 0 and "nosuchkey" in proc.stderr
+        assert "Traceback" not in proc.stderr
