@@ -2,36 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "dataset.n_users=60",
-    "dataset.n_items=40",
-    "dataset.n_interactions=1500",
-    "latent_dim=8",
-    "trainer.max_epochs=4",
-    "patience=2",
-    "refit=false",
-]
+from tests.scripts import ROOT, TINY, run_script
 
-
-def _run(script: str, args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+_run = run_script
 
 
 @pytest.fixture(scope="module")

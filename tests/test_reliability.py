@@ -36,18 +36,9 @@ from recmf.store import DataFormatError, FeatureStore, StoreError
 from recmf.store.schema import make_tables
 from recmf.store.server import EmbeddedServer, normalise_url
 from recmf.store.writer import write_interactions
+from tests.scripts import ROOT, TINY, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("users", "items", "interactions", "user_features", "item_features")
-TINY = [  # as in test_e2e: a training run of a few seconds
-    "dataset.n_users=60",
-    "dataset.n_items=40",
-    "dataset.n_interactions=1500",
-    "latent_dim=8",
-    "trainer.max_epochs=4",
-    "patience=2",
-    "refit=false",
-]
 BIG_ROWS = 600_000  # COPY of the rows lasts ~0.3 s on 2 cores: long enough to be seen in it
 CSV_COLUMNS = {"user": "user", "item": "item", "rating": "rating", "time": "time"}
 
@@ -93,17 +84,6 @@ def start_script(script: str, args: list[str], cwd: Path, env: dict) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def run_script(script: str, args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
 
 

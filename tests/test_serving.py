@@ -22,17 +22,7 @@ from omegaconf import OmegaConf
 from recmf.datasets import RawInteractions
 from recmf.errors import ConfigError
 from recmf.store import FeatureStore
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "dataset.n_users=60",
-    "dataset.n_items=40",
-    "dataset.n_interactions=1500",
-    "latent_dim=8",
-    "trainer.max_epochs=3",
-    "patience=2",
-    "refit=false",
-]
+from tests.scripts import ROOT, TINY
 
 
 def _compose(name: str, overrides: list[str], db_url: str | None = None):
