@@ -1,0 +1,231 @@
+"""Training: read the store, split, fit (select and refit), log the run; resume an interrupted one.
+
+``recmf.pipeline`` re-exports :func:`train`; the scripts and tests call it from there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from recmf import checks, tracking
+from recmf.bundle import Bundle
+from recmf.errors import ConfigError, TrainingInterrupted
+from recmf.interactions import Interactions
+from recmf.split import temporal_split
+
+log = logging.getLogger("recmf")
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None  # None on DDP ranks other than 0
+    best_val: float  # validation NDCG@k (RMSE for loss=mse) of the selected epoch
+    monitor: str  # which of the two
+    best_epoch: int  # epochs trained before the best validation score (1-based)
+    train_seconds: float  # fit time, selection and refit, without imports or data loading
+    sizes: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}, "
+            f"{self.train_seconds:.1f} s training"
+        )
+
+
+def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
+    """Read the store's interactions (ingesting the configured data set into an empty store)."""
+    from recmf.datasets import load_source
+    from recmf.store import FeatureStore
+
+    with FeatureStore.open(cfg.db) as store:
+        if store.n_interactions() == 0:
+            log.info(
+                "store %s (schema %s) is empty: ingesting dataset=%s first",
+                store.url_safe,
+                store.schema,
+                cfg.dataset.name,
+            )
+            log.info(store.ingest(load_source(cfg.dataset)).summary())
+        t0 = time.perf_counter()
+        data = store.read_interactions()
+        snapshot = store.snapshot(data)
+        snapshot["query"] = store.interactions_query()
+        log.info("read %d interactions in %.2f s", len(data), time.perf_counter() - t0)
+    return data, snapshot
+
+
+def _check_train_cfg(cfg: DictConfig) -> None:
+    checks.positive_int("k", cfg.k)
+    checks.positive_int("latent_dim", cfg.latent_dim, "Pass e.g. latent_dim=32.")
+    checks.loss_name(cfg.loss)
+    checks.positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
+
+
+CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train on the store's data, select the epoch on validation NDCG@k, log everything.
+
+    With ``refit=true`` the model is then retrained on train + validation for the selected
+    number of epochs: the held-out test period follows the validation period directly, so
+    those interactions are the most informative ones a final model can see.
+
+    SIGINT/SIGTERM stop it after logging the last completed epoch's checkpoint to the run;
+    ``resume=<run_id>`` (or ``resume=last``) continues that run from there.
+    """
+    _check_train_cfg(cfg)
+    resume_state, resume_run = None, None
+    if cfg.get("resume"):
+        cfg, resume_run, resume_state = _resume_point(cfg)
+    data, snapshot = load_interactions(cfg)
+    if resume_state and snapshot["content_hash"][:32] != resume_state["digest"]:
+        raise ConfigError(
+            f"run {resume_run} was trained on data with digest {resume_state['digest']}, but the "
+            f"store (schema {snapshot['schema']}) now holds data with digest "
+            f"{snapshot['content_hash'][:32]}: resuming would mix two data sets. Train a new run "
+            "instead (python scripts/train.py without resume=)."
+        )
+    split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
+    vocab, n_read = data.vocab, len(data)
+    del data  # the split holds its own copies; at 20M rows this frees about 0.5 GiB
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise ConfigError(
+            f"the store holds {n_read} interactions of {vocab.n_users} users, too few to hold "
+            "out a validation period (each user needs at least 6 interactions with the default "
+            "split fractions). Ingest more data or lower split.val_fraction/split.test_fraction."
+        )
+    from recmf.fitting import StopOnSignal, fit_select_refit, quiet_lightning
+    from recmf.fold_in import tune as tune_fold_in
+    from recmf.serving import log_model, store_config
+
+    quiet_lightning()
+    logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"}, run_id=resume_run)
+    main = logger.run_id is not None  # DDP ranks other than 0 log nothing and have no run
+    workdir = CHECKPOINT_ROOT / (logger.run_id or f"rank-{os.getpid()}")
+    status = "FAILED"
+    try:
+        if resume_state is None:
+            params = tracking.flatten(tracking.safe_config(cfg))
+            params.update({f"data.{k}": v for k, v in snapshot.items()})
+            params.update({f"split.{k}": v for k, v in split.sizes().items()})
+            logger.log_hyperparams(params)
+            lineage = {k: v for k, v in snapshot.items() if k != "query"}
+            digest = tracking.log_data_input(
+                logger.experiment,
+                logger.run_id,
+                lineage,
+                tracking.split_profile(split),
+                snapshot["query"],
+            )
+        else:
+            digest = resume_state["digest"]
+            logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, "resumed")
+        signals = StopOnSignal()
+        restore = signals.install()
+        try:
+            fitted = fit_select_refit(
+                cfg, split, logger, workdir, resume_state, [signals.callback()]
+            )
+        except TrainingInterrupted as stop:
+            if main:
+                _save_resume_point(cfg, logger, workdir, stop, digest)
+            status = "KILLED"
+            raise
+        finally:
+            restore()  # a signal after the last epoch lets the run finish logging its model
+        monitor, best_epoch, best_val = fitted.monitor, fitted.best_epoch, fitted.best_val
+        if not main:
+            return TrainResult(None, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
+        with tempfile.TemporaryDirectory(prefix="recmf-") as tmp:
+            for path in fitted.checkpoints:
+                logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints")
+            logger.log_metrics(
+                {
+                    "best_epoch": best_epoch,
+                    f"best_{monitor.replace('/', '_')}": best_val,
+                    "train_seconds": fitted.seconds,
+                }
+            )
+            meta = {
+                "loss": cfg.loss,
+                "k": cfg.k,
+                "refit": bool(cfg.refit),
+                "run_id": logger.run_id,
+                "config": tracking.safe_config(cfg),
+                "data": snapshot,
+                "data_digest": digest,
+                "split": split.sizes(),
+                "best_epoch": best_epoch,
+                "monitor": monitor,
+                "best_val": best_val,
+            }
+            bundle = Bundle.from_model(fitted.model, vocab, split, meta)
+            # fold-in constants for users who arrive after training, chosen on validation
+            before_refit = fitted.selected_weights or bundle.weights
+            bundle.meta["fold_in"] = tune_fold_in(before_refit, split, cfg.k, seed=cfg.seed)
+            logger.log_metrics(
+                {f"fold_in_val_ndcg_at_{cfg.k}": bundle.meta["fold_in"][f"val_ndcg_at_{cfg.k}"]}
+            )
+            bundle_dir = bundle.save(Path(tmp) / "bundle")
+            logger.experiment.log_artifacts(logger.run_id, str(bundle_dir), "bundle")
+            in_sweep = bool(os.environ.get(tracking.PARENT_ENV))  # trials are not registered
+            log_model(
+                logger.run_id,
+                cfg.logger.tracking_uri,
+                bundle_dir,
+                store_config(OmegaConf.merge(cfg.db, {"schema": snapshot["schema"]})),
+                None if in_sweep else cfg.get("registered_model"),
+            )
+        logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
+        shutil.rmtree(workdir, ignore_errors=True)  # logged above; only a resume needs them here
+        status = "FINISHED"
+    finally:
+        if main:
+            tracking.finish_run(logger, status)
+    return TrainResult(logger.run_id, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
+
+
+def _save_resume_point(cfg, logger, workdir: Path, stop, digest: str) -> None:
+    """Log what ``resume=`` needs: the last completed epoch's checkpoint, the best one so far,
+    and the phase, config and data digest."""
+    state = {
+        "phase": stop.phase,
+        "epoch": stop.epoch,
+        "best_val": getattr(stop, "best_val", None),
+        "digest": digest,
+        "config": tracking.safe_config(cfg),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    logger.experiment.log_artifacts(logger.run_id, str(workdir), "resume")
+    logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, stop.phase)
+    stop.args = (
+        f"training was interrupted during its {stop.phase} phase at epoch {stop.epoch + 1}; the "
+        f"last completed epoch is saved to run {logger.run_id}. Continue it with: python "
+        f"scripts/train.py resume={logger.run_id} (or resume=last).",
+    )
+
+
+def _resume_point(cfg: DictConfig) -> tuple[DictConfig, str, dict]:
+    """The interrupted run's config (with this call's store and tracking settings), id and
+    saved state; its checkpoints are fetched from MLflow when not on this machine."""
+    run = tracking.find_interrupted_run(cfg.logger, None if cfg.resume == "last" else cfg.resume)
+    run_id = run.info.run_id
+    workdir = CHECKPOINT_ROOT / run_id
+    if not (workdir / "state.json").is_file():
+        tracking.download_artifacts_to(cfg.logger, run_id, "resume", workdir)
+    state = json.loads((workdir / "state.json").read_text())
+    saved = OmegaConf.create(state["config"])
+    OmegaConf.set_struct(saved, False)
+    saved.db, saved.logger, saved.resume = cfg.db, cfg.logger, None
+    return saved, run_id, state
