@@ -27,9 +27,6 @@ class UserRecommendations:
     path: str = "model"  # "model" | "fold-in" | "popularity": how the user was scored
 
 
-PATHS = ("model", "fold-in", "popularity")
-
-
 class Recommender:
     """Scores users against the catalogue and keeps the best unseen items.
 

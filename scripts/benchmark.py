@@ -42,6 +42,15 @@ def _compose(name: str, overrides: list[str]):
         return compose(name, overrides=overrides)
 
 
+def _save(args: argparse.Namespace, default_name: str, result: dict) -> Path:
+    """Write ``result`` as JSON to ``--out`` (default: ``--workdir/default_name``)."""
+    out = Path(args.out or Path(args.workdir) / default_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"saved {out}")
+    return out
+
+
 def quality(args: argparse.Namespace) -> int:
     from recmf import cli, pipeline
     from recmf.datasets import load_source
@@ -102,20 +111,8 @@ def quality(args: argparse.Namespace) -> int:
         print(f"{key:<16}{m:>10.4f} ± {spread:.4f}{b:>14.4f}")
     train_s = statistics.mean(r["train_seconds"] for r in runs)
     print(f"{'train seconds':<16}{train_s:>10.2f}")
-    out = Path(args.out or work / f"quality-{args.schema}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "experiment": args.experiment,
-                "data": str(args.data),
-                "summary": summary,
-                "runs": runs,
-            },
-            indent=2,
-        )
-    )
-    print(f"saved {out}")
+    result = {"experiment": args.experiment, "data": str(args.data), "summary": summary}
+    _save(args, f"quality-{args.schema}.json", {**result, "runs": runs})
     failed = []
     if args.min_ndcg is not None and summary["ndcg_at_10"]["recmf"] < args.min_ndcg:
         failed.append(f"NDCG@10 {summary['ndcg_at_10']['recmf']:.4f} < {args.min_ndcg}")
@@ -164,16 +161,8 @@ def rmse(args: argparse.Namespace) -> int:
         f"RMSE {result['rmse']:.4f} (std over folds {spread:.4f}), MAE {result['mae']:.4f}, "
         f"{seconds:.0f} s"
     )
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out or work / f"rmse-{args.experiment}.json")
-    out.write_text(
-        json.dumps(
-            {"experiment": args.experiment, "data": str(args.data), "seconds": seconds, **result},
-            indent=2,
-        )
-    )
-    print(f"saved {out}")
+    about = {"experiment": args.experiment, "data": str(args.data), "seconds": seconds}
+    _save(args, f"rmse-{args.experiment}.json", {**about, **result})
     if args.max_rmse is not None and result["rmse"] > args.max_rmse:
         print(f"RMSE {result['rmse']:.4f} > {args.max_rmse}", file=sys.stderr)
         return 1
@@ -212,11 +201,7 @@ def foldin(args: argparse.Namespace) -> int:
         f"  popularity           {result['popularity'][key]:.4f}  "
         f"(fold-in {result['fold_in_vs_popularity']:.2f}x)"
     )
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out or work / f"foldin-{args.schema}-seed{args.seed}.json")
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    _save(args, f"foldin-{args.schema}-seed{args.seed}.json", result)
     if args.min_ratio is not None and result["fold_in_vs_trained"] < args.min_ratio:
         print(f"fold-in below {args.min_ratio:.0%} of trained", file=sys.stderr)
         return 1
@@ -328,9 +313,7 @@ def serve(args: argparse.Namespace) -> int:
         f"{len(errors)} errors, {result['requests_per_s']:.0f} requests/s, "
         f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
     )
-    out = Path(args.out or Path(args.workdir) / "serve.json")
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    _save(args, "serve.json", result)
     return 1 if errors else 0
 
 

@@ -77,13 +77,6 @@ def encode_fixed(
     return b"".join(out)
 
 
-def decode_fixed(payload: bytes | memoryview, types: Sequence[str]) -> list[np.ndarray]:
-    """Native-endian numpy columns from a whole binary COPY payload of fixed-width fields."""
-    sink = _RowSink(types, None)
-    sink.write(payload)
-    return sink.finish()
-
-
 def encode_rows(rows: Iterable[Sequence[Any]], types: Sequence[str]) -> bytes:
     """Binary COPY payload for a few rows mixing ``text`` and fixed types; ``None`` is NULL.
 
