@@ -48,9 +48,16 @@ def user_list(value: Any) -> list[str]:
             "no user given. Pass user=U1 for one user or user=[U1,U2] for several; the ids are "
             "the ones in the store (`python scripts/recommend.py list_users=true` shows some)."
         )
-    if isinstance(value, str | int):
-        return [str(value)]
-    return [str(v) for v in value]
+    values = [value] if isinstance(value, str | int | float | bool) else list(value)
+    for v in values:
+        # Hydra reads user=1.0 as a float and user=true as a bool: neither is the id typed
+        if isinstance(v, bool | float) or not isinstance(v, str | int) or str(v) == "":
+            raise ConfigError(
+                f"user ids are text, got {v!r} ({type(v).__name__}) in user={value!r}. Hydra "
+                "reads 1.0, true or null as a number, a boolean or nothing: quote such an id, "
+                "e.g. user=\"'1.0'\" or user=\"'true'\"; plain ids like U1 or 196 need no quotes."
+            )
+    return [str(v) for v in values]
 
 
 def one_of(name: str, value: Any, allowed: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def read_columns(
     encoding: str = "utf-8",
     quoting: bool = True,
     expected: str = "",
+    columns_key: str | None = None,
 ) -> Columns:
     """Read the columns named (``header``) or numbered from 0 (no header) in ``columns``.
 
@@ -79,18 +81,26 @@ def read_columns(
         encoding: text encoding of the file.
         quoting: whether ``"`` quotes fields (off for formats like MovieLens' ``u.item``).
         expected: a phrase describing the expected file, used in error messages.
+        columns_key: the config key that sets ``columns``, named in hints; by default
+            ``dataset.items_columns`` for a file with a title column, else ``dataset.columns``.
     """
     path = Path(path).expanduser()
     what = f"; expected {expected}" if expected else ""
     if not path.is_file():
         problem = "is a folder, not a file" if path.is_dir() else "file not found"
         raise DataFormatError(path, f"{problem}{what}")
+    keys = _Keys.of(columns, columns_key)
     if len(sep) != 1:
-        raise ConfigError(f"separator {sep!r} for {path} must be exactly one character")
+        raise ConfigError(
+            f"separator {sep!r} for {path} is not one character; set {keys.sep} to a single "
+            f"character, e.g. '{keys.sep}=\";\"'"
+        )
     names = _first_row(path, sep, encoding, quoting)
     if names is None:
         raise DataFormatError(path, f"the file is empty{what}")
-    wanted = _column_names(path, names, header, columns, sep)
+    if _is_utf8(encoding) and any("\ufffd" in name for name in names):
+        _raise_if_not_utf8(path)  # a header such as "caf\xe9" would read as a missing column
+    wanted = _column_names(path, names, header, columns, sep, keys)
     bad: list[tuple[int, int, int, str]] = []
 
     def on_bad_row(row: pacsv.InvalidRow) -> str:
@@ -121,6 +131,8 @@ def read_columns(
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if _is_utf8(encoding):
+            _raise_if_not_utf8(path)
         raise DataFormatError(
             path, f"cannot be read as {encoding} delimited text ({exc}){what}"
         ) from None
@@ -140,8 +152,56 @@ def read_columns(
     return Columns(path=path, header=header, values=values, n_rows=table.num_rows)
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """The config keys a user types to fix a file's columns, named in error hints."""
+
+    columns: str  # e.g. "dataset.columns"; a role's key is f"{columns}.{role}"
+    sep: str
+    header: str = "dataset.header"
+
+    @classmethod
+    def of(cls, columns: dict[str, str | int], columns_key: str | None) -> _Keys:
+        if columns_key is None:  # csv_source's items file is the one with titles
+            columns_key = "dataset.items_columns" if "title" in columns else "dataset.columns"
+        items = columns_key.endswith("items_columns")
+        return cls(columns=columns_key, sep="dataset.items_sep" if items else "dataset.sep")
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+
+
+def _raise_if_not_utf8(path: Path) -> None:
+    """Raise a :class:`DataFormatError` naming the first line that is not UTF-8, if any."""
+    with open(path, "rb") as f:
+        # b"\n" never occurs inside a multi-byte UTF-8 character, so lines decode on their own
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line, column = number, exc.start  # column: 0-based byte in the line
+                break
+        else:
+            return
+    utf16 = line == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+    source = "utf-16" if utf16 else "latin1"
+    byte = raw[column]
+    seen = "" if utf16 else f" ({bytes([byte]).decode('latin-1')!r} in latin-1)"
+    out = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    raise DataFormatError(
+        path,
+        f"is not UTF-8 text: byte {column + 1} of the line is 0x{byte:02x}{seen}, which is "
+        f"not valid UTF-8{' (a UTF-16 byte order mark)' if utf16 else ''}. Convert the file to "
+        f"UTF-8 and read the converted one instead, e.g. `iconv -f {source} -t utf-8 "
+        f"{shlex.quote(str(path))} > {shlex.quote(str(out))}` (with -f naming the file's real "
+        "encoding, which `file -i` may tell)",
+        line=line,
+    )
+
+
 def _first_row(path: Path, sep: str, encoding: str, quoting: bool) -> list[str] | None:
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = "utf-8-sig" if _is_utf8(encoding) else encoding
     with open(path, encoding=enc, errors="replace", newline="") as f:
         quote = {} if quoting else {"quoting": csv.QUOTE_NONE}
         for row in csv.reader(f, delimiter=sep, **quote):
@@ -151,7 +211,12 @@ def _first_row(path: Path, sep: str, encoding: str, quoting: bool) -> list[str] 
 
 
 def _column_names(
-    path: Path, names: list[str], header: bool, columns: dict[str, str | int], sep: str
+    path: Path,
+    names: list[str],
+    header: bool,
+    columns: dict[str, str | int],
+    sep: str,
+    keys: _Keys,
 ) -> dict[str, str]:
     """Role -> the column name pyarrow will use; errors name what line 1 offers."""
     out = {}
@@ -161,8 +226,10 @@ def _column_names(
                 raise DataFormatError(
                     path,
                     f"has no column {str(col)!r} for the {role}; the header has "
-                    f"{names!r} (separator {sep!r}). Set dataset.columns.{role} to one of "
-                    "them, or header=false and 0-based positions",
+                    f"{names!r} (separator {sep!r}){_sep_hint(names, sep, keys)}. Set "
+                    f"{keys.columns}.{role} to one of them; or, if line 1 is data, not names, set "
+                    f"{keys.header}=false and give 0-based positions, e.g. "
+                    f"{keys.columns}.{role}=0",
                     line=1,
                 )
             out[role] = str(col)
@@ -171,12 +238,29 @@ def _column_names(
                 raise DataFormatError(
                     path,
                     f"column {col!r} for the {role} is not a 0-based position among the "
-                    f"{len(names)} fields of line 1 (separator {sep!r}); with header=false "
-                    "give positions such as 0, 1, 2",
+                    f"{len(names)} fields of line 1 (separator {sep!r})"
+                    f"{_sep_hint(names, sep, keys)}. With {keys.header}=false set "
+                    f"{keys.columns}.{role} to a position from 0 to {len(names) - 1}, e.g. "
+                    f"{keys.columns}.{role}=0; or, if line 1 names the columns, set "
+                    f"{keys.header}=true and give names",
                     line=1,
                 )
             out[role] = f"f{col}"
     return out
+
+
+def _sep_hint(names: list[str], sep: str, keys: _Keys) -> str:
+    """When line 1 is one field holding another common separator, suggest that separator."""
+    if len(names) != 1:
+        return ""
+    found = [c for c in (",", ";", "\t", "|") if c != sep and c in names[0]]
+    if not found:
+        return ""
+    quoted = "\\t" if found[0] == "\t" else found[0]  # as Hydra reads a quoted value
+    return (
+        f"; line 1 is a single field, so the separator may be {found[0]!r}: pass "
+        f"'{keys.sep}=\"{quoted}\"'"
+    )
 
 
 def id_column(cols: Columns, role: str) -> np.ndarray:
@@ -264,7 +348,7 @@ def time_column(cols: Columns, role: str = "time", unit: str = "s") -> np.ndarra
 
     if unit not in _TIME_LIMIT:
         raise ConfigError(
-            f"time unit {unit!r} is not one of {sorted(_TIME_LIMIT)}; e.g. time_unit=s"
+            f"time unit {unit!r} is not one of {sorted(_TIME_LIMIT)}; e.g. dataset.time_unit=s"
         )
     arrow_text = pc.utf8_trim_whitespace(cols.values[role])
     empty = np.flatnonzero(pc.equal(arrow_text, "").to_numpy(zero_copy_only=False))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from recmf import progress
 from recmf.errors import TrainingInterrupted
 from recmf.interactions import Interactions
 from recmf.model import MatrixFactorization
@@ -74,11 +75,11 @@ def _fit(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = split.train
     model = MatrixFactorization(
-        data.n_users, data.n_items, m.latent_dim, use_bias=m.use_bias, init_std=m.init_std
+        data.n_users, data.n_items, cfg.latent_dim, use_bias=m.use_bias, init_std=m.init_std
     )
     lit = MFLitModule(
         model,
-        m.loss,
+        cfg.loss,
         lr=m.lr,
         reg=m.reg,
         k=cfg.k,
@@ -86,14 +87,20 @@ def _fit(
         lr_decay=m.lr_decay,
         log_prefix=prefix,
     )
-    batch = m.user_batch_size if m.loss == "softmax" else m.batch_size
+    batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
     dm = InteractionsDataModule(
-        split, m.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
+        split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
     )
     _trim_heap()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
+    shown, bar = progress.callbacks(cfg.get("progress", "auto"), max_epochs)
     trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, max_epochs=max_epochs, **extra
+        cfg.trainer,
+        logger=logger,
+        callbacks=[*callbacks, *shown],
+        max_epochs=max_epochs,
+        enable_progress_bar=bar,
+        **extra,
     )
     try:
         trainer.fit(lit, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)

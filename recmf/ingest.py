@@ -18,6 +18,9 @@ def run_ingest(cfg: Any) -> IngestResult:
     The source is read and validated completely before the store is opened, so a bad file
     neither writes nor starts anything.
     """
+    from recmf.config import validate
+
+    validate(cfg, "ingest")
     start = time.perf_counter()
     raw = load_source(cfg.dataset)
     log.info(

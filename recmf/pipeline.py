@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
 from recmf.bundle import Bundle
+from recmf.config import validate
 from recmf.errors import ConfigError
 from recmf.training import TrainResult, load_interactions, train  # noqa: F401  (a verb too)
 
@@ -85,6 +86,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from recmf.report import write_report
     from recmf.sparse import UserItems
 
+    validate(cfg, "evaluate")
     ks = checks.positive_ints("ks", [cfg.k] if cfg.get("k") is not None else cfg.ks)
     bundle, run_id = resolve_bundle(cfg)
     device = torch.device(
@@ -174,6 +176,7 @@ def compare(cfg: DictConfig) -> str:
     Refuses runs whose training data digests differ (their test splits differ too, so the
     numbers would not be comparable) unless ``allow_data_mismatch=true``.
     """
+    validate(cfg, "evaluate")
     runs = [str(r) for r in cfg.compare]
     if len(runs) < 2:
         raise ConfigError(
@@ -222,9 +225,9 @@ def recommend(cfg: DictConfig):
     from recmf.recommender import Recommender
     from recmf.store import FeatureStore
 
+    validate(cfg, "recommend")
     users = checks.user_list(cfg.user)
-    k = checks.positive_int("k", cfg.k)
-    checks.one_of("format", cfg.format, ("table", "json"))
+    k = cfg.k
     bundle, _ = resolve_bundle(cfg)
     db = OmegaConf.merge(cfg.db, {"schema": cfg.db.schema or bundle.meta["data"]["schema"]})
     with FeatureStore.open(db, create=False) as store:
@@ -236,6 +239,7 @@ def list_users(cfg: DictConfig, limit: int = 20) -> list[str]:
     """Some user ids of the store the model was trained from (or of ``db.schema``)."""
     from recmf.store import FeatureStore
 
+    validate(cfg, "recommend")
     schema = cfg.db.schema or resolve_bundle(cfg)[0].meta["data"]["schema"]
     with FeatureStore.open(OmegaConf.merge(cfg.db, {"schema": schema}), create=False) as store:
         return store.list_users(limit)

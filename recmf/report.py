@@ -11,6 +11,7 @@ import base64
 import html
 import math
 import re
+from numbers import Integral
 from pathlib import Path
 
 from recmf.metrics import METRICS
@@ -75,20 +76,58 @@ def _bucket_rows(buckets: dict) -> list[list[str]]:
 
 def observations(model: dict, baseline: dict, k: int, extra: dict) -> list[str]:
     """Short, factual remarks a reader checks first."""
-    notes = []
-    m, b = model[f"ndcg_at_{k}"], baseline[f"ndcg_at_{k}"]
-    ratio = m / b if b > 0 else float("inf")
-    verdict = "above" if m > b else "NOT above"
-    notes.append(f"NDCG@{k} is {m:.4f}, {ratio:.2f}x the popularity baseline ({b:.4f}): {verdict}.")
+    notes = [_versus_baseline(model[f"ndcg_at_{k}"], baseline[f"ndcg_at_{k}"], k)]
     cm, cb = model[f"coverage_at_{k}"], baseline[f"coverage_at_{k}"]
     notes.append(f"Top-{k} lists cover {cm:.1%} of the catalogue (popularity: {cb:.1%}).")
     if extra.get("dropped_test"):
         notes.append(
-            f"{extra['dropped_test']} test interactions with items never seen in training were "
-            "dropped before evaluation."
+            f"{_count(extra['dropped_test'])} test interactions with items never seen in training "
+            "were dropped before evaluation."
         )
-    notes.append(f"Averages are over {extra.get('n_eval_users', '?')} users with test items.")
+    notes.append(f"Averages are over {_count(extra.get('n_eval_users'))} users with test items.")
     return notes
+
+
+def _versus_baseline(m: float, b: float, k: int) -> str:
+    """One sentence comparing the model's NDCG@k with the popularity baseline's."""
+    if m > b:
+        if b > 0:
+            return f"NDCG@{k} {m:.4f} is {m / b:.2f}x the popularity baseline's {b:.4f}."
+        return f"NDCG@{k} {m:.4f} is above the popularity baseline's {b:.4f}."
+    if m == b:
+        return (
+            f"NDCG@{k} {m:.4f} equals the popularity baseline's: the model ranks no better than "
+            "recommending the most popular items."
+        )
+    share = f", {m / b:.2f}x it" if b > 0 and not math.isnan(m) else ""
+    return (
+        f"NDCG@{k} {m:.4f} is not above the popularity baseline's {b:.4f}{share}: the model "
+        "ranks worse than recommending the most popular items."
+    )
+
+
+def _count(value: object) -> str:
+    """An integer with thousands separators (``39,122``); ``?`` when unknown."""
+    return f"{value:,}" if isinstance(value, Integral) and not isinstance(value, bool) else "?"
+
+
+# Split.sizes() keys, in reading order, and the words each count is shown with.
+_SPLIT_WORDS = {"n_train": "training interactions", "n_val": "validation", "n_test": "test"}
+_DROPPED_WORDS = {"dropped_val": "validation", "dropped_test": "test"}
+
+
+def _split_sentence(split: dict) -> str:
+    """``Split.sizes()`` as words: "39,122 training interactions, 9,871 validation, ...; 0 test
+    interactions dropped because their item was never trained on"."""
+    sizes = [f"{_count(split[key])} {words}" for key, words in _SPLIT_WORDS.items() if key in split]
+    dropped = [
+        f"{_count(split[key])} {words}" for key, words in _DROPPED_WORDS.items() if key in split
+    ]
+    text = ", ".join(sizes)
+    if dropped:
+        text += f"; {' and '.join(dropped)} interactions dropped because their item was never "
+        text += "trained on"
+    return text
 
 
 def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
@@ -96,17 +135,17 @@ def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
     hp, data = meta.get("hparams", {}), meta.get("data", {})
     cfg_model = meta.get("config", {}).get("model", {})
     params = sorted((k, v) for k, v in cfg_model.items() if not isinstance(v, dict))
+    split = _split_sentence(meta.get("split", {}))
     paragraphs = [
         f"Dot-product matrix factorization, loss `{meta.get('loss')}`, latent_dim "
         f"{hp.get('latent_dim')}, biases {hp.get('use_bias')}, {hp.get('n_users')} users x "
         f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} ({meta.get('monitor')} "
         f"{meta.get('best_val', float('nan')):.4f}), refit on train+val: {meta.get('refit')}.",
         "Hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in params),
-        f"Store `{data.get('url')}` schema `{data.get('schema')}`: {data.get('n_users')} users, "
-        f"{data.get('n_items')} items, {data.get('n_interactions')} interactions, content hash "
-        f"`{str(data.get('content_hash', ''))[:16]}`. Split (per-user temporal): "
-        + ", ".join(f"{k} {v}" for k, v in meta.get("split", {}).items())
-        + ".",
+        f"Store `{data.get('url')}` schema `{data.get('schema')}`: {_count(data.get('n_users'))} "
+        f"users, {_count(data.get('n_items'))} items, {_count(data.get('n_interactions'))} "
+        f"interactions, content hash `{str(data.get('content_hash', ''))[:16]}`."
+        + (f" Split (per user, by time): {split}." if split else ""),
     ]
     return f"recmf performance report{f' — run {run_id}' if run_id else ''}", paragraphs
 

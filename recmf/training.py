@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from recmf import checks, tracking
+from recmf import tracking
 from recmf.bundle import Bundle
 from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.interactions import Interactions
@@ -63,13 +63,6 @@ def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
     return data, snapshot
 
 
-def _check_train_cfg(cfg: DictConfig) -> None:
-    checks.positive_int("k", cfg.k)
-    checks.positive_int("latent_dim", cfg.latent_dim, "Pass e.g. latent_dim=32.")
-    checks.loss_name(cfg.loss)
-    checks.positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
-
-
 CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
 
 
@@ -83,7 +76,9 @@ def train(cfg: DictConfig) -> TrainResult:
     SIGINT/SIGTERM stop it after logging the last completed epoch's checkpoint to the run;
     ``resume=<run_id>`` (or ``resume=last``) continues that run from there.
     """
-    _check_train_cfg(cfg)
+    from recmf.config import validate
+
+    validate(cfg, "train")
     resume_state, resume_run = None, None
     if cfg.get("resume"):
         cfg, resume_run, resume_state = _resume_point(cfg)

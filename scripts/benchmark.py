@@ -36,10 +36,9 @@ KEYS = ("precision_at_5", "recall_at_5", "precision_at_10", "recall_at_10", "ndc
 
 
 def _compose(name: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from recmf.config import compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(name, overrides=overrides)
+    return compose(name, overrides)
 
 
 def _save(args: argparse.Namespace, default_name: str, result: dict) -> Path:

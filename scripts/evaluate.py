@@ -10,7 +10,7 @@ Usage:
 import hydra
 from omegaconf import DictConfig
 
-from recmf import cli
+from recmf import cli, config  # noqa: F401  (config registers the key types with Hydra)
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
@@ -18,9 +18,9 @@ def main(cfg: DictConfig) -> None:
     from recmf.pipeline import compare, evaluate
 
     if cfg.compare:
-        print(cli.run(lambda: compare(cfg)))
+        print(cli.run(lambda: compare(cfg), cfg.verbose))
         return
-    result = cli.run(lambda: evaluate(cfg))
+    result = cli.run(lambda: evaluate(cfg), cfg.verbose)
     print(
         f"run {result.run_id}: test metrics over {result.n_users} users "
         f"(report: {result.report_path})\n{result.table()}"
@@ -28,4 +28,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -12,16 +12,16 @@ Usage:
 import hydra
 from omegaconf import DictConfig
 
-from recmf import cli
+from recmf import cli, config  # noqa: F401  (config registers the key types with Hydra)
 
 
 @hydra.main(config_path="../configs", config_name="ingest", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from recmf.pipeline import ingest
 
-    result = cli.run(lambda: ingest(cfg))
+    result = cli.run(lambda: ingest(cfg), cfg.verbose)
     print(result.summary())
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

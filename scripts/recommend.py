@@ -10,7 +10,7 @@ Usage:
 import hydra
 from omegaconf import DictConfig
 
-from recmf import cli
+from recmf import cli, config  # noqa: F401  (config registers the key types with Hydra)
 
 
 @hydra.main(config_path="../configs", config_name="recommend", version_base="1.3")
@@ -19,11 +19,11 @@ def main(cfg: DictConfig) -> None:
     from recmf.recommender import format_table, to_json
 
     if cfg.list_users:
-        print("\n".join(cli.run(lambda: pipeline.list_users(cfg))))
+        print("\n".join(cli.run(lambda: pipeline.list_users(cfg), cfg.verbose)))
         return
-    recs = cli.run(lambda: pipeline.recommend(cfg))
+    recs = cli.run(lambda: pipeline.recommend(cfg), cfg.verbose)
     print(to_json(recs) if cfg.format == "json" else format_table(recs))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -10,18 +10,18 @@ Usage:
 import hydra
 from omegaconf import DictConfig
 
-from recmf import cli
+from recmf import cli, config  # noqa: F401  (config registers the key types with Hydra)
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from recmf.pipeline import train
 
-    result = cli.run(lambda: train(cfg))
+    result = cli.run(lambda: train(cfg), cfg.verbose)
     if result.run_id:  # DDP ranks other than 0 have no run of their own
         print(result.summary())
     return result.best_val  # the objective of hparams_search sweeps
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -14,6 +14,8 @@ import pytest
 import sqlalchemy as sa
 from omegaconf import DictConfig, OmegaConf
 
+import recmf.config  # noqa: F401  (registers the config schemas that compose() needs)
+
 
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

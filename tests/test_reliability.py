@@ -96,10 +96,14 @@ def csv_dataset(path: Path) -> dict:
     return {"name": "csv", "path": str(path), "sep": ",", "header": True, "columns": CSV_COLUMNS}
 
 
+LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\]\[recmf[.\w]*\]\[(INFO|WARNING)\] - ")
+
+
 def the_error(stderr: str) -> str:
-    """The one-paragraph message a script printed; fails if anything else is on stderr."""
+    """The one-paragraph message a script printed; fails if anything but it and recmf's own log
+    lines (``[12:00:00][recmf...][INFO] - ...``) is on stderr."""
     assert "Traceback" not in stderr and "SystemError" not in stderr, stderr
-    lines = stderr.strip().splitlines()
+    lines = [line for line in stderr.strip().splitlines() if not LOG_LINE.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     return lines[0]
 

@@ -60,7 +60,13 @@ def _write(directory: Path, histories=HISTORIES, run_id: str | None = "abc123") 
         "loss": "softmax",
         "hparams": {"latent_dim": 8, "use_bias": False, "n_users": 60, "n_items": 40},
         "data": {"url": "postgresql://bob:***@db.example/recs", "schema": "s", "n_users": 60},
-        "split": {"train": 900, "val": 300, "test": 300},
+        "split": {
+            "n_train": 39122,
+            "n_val": 9871,
+            "n_test": 9870,
+            "dropped_val": 0,
+            "dropped_test": 2,
+        },
         "best_epoch": 3,
         "monitor": "val/ndcg_at_10",
         "best_val": 0.15,
@@ -168,7 +174,50 @@ def test_html_report_states_definition_coverage_curves_and_observations(tmp_path
     assert "first third of those interactions" in text
     assert "Catalogue coverage" in text and f"@10 {_curve(0.5)['coverage_at_10']:.1%}" in text
     assert "<code>train/loss</code>" in text and "<code>refit/loss</code>" in text
-    assert "NDCG@10 is" in text and "Averages are over 55 users" in text
+    assert "NDCG@10 0.1600 is 1.88x the popularity baseline's 0.0850." in text
+    assert "Averages are over 55 users" in text
+
+
+def test_report_data_paragraph_and_observations_read_as_sentences(tmp_path):
+    _write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert (
+        "Split (per user, by time): 39,122 training interactions, 9,871 validation, 9,870 test; "
+        "0 validation and 2 test interactions dropped because their item was never trained on."
+    ) in md
+    assert "NDCG@10 0.1600 is 1.88x the popularity baseline's 0.0850." in md
+    assert "above." not in md and ": above" not in md
+    for raw_key in ("n_train", "n_val", "n_test", "dropped_val", "dropped_test", "n_eval_users"):
+        assert raw_key not in md
+
+
+@pytest.mark.parametrize(
+    ("model", "base", "expected"),
+    [
+        (0.4305, 0.2085, "NDCG@10 0.4305 is 2.06x the popularity baseline's 0.2085."),
+        (0.1, 0.0, "NDCG@10 0.1000 is above the popularity baseline's 0.0000."),
+        (
+            0.1,
+            0.2,
+            "NDCG@10 0.1000 is not above the popularity baseline's 0.2000, 0.50x it: the model "
+            "ranks worse than recommending the most popular items.",
+        ),
+        (
+            0.2,
+            0.2,
+            "NDCG@10 0.2000 equals the popularity baseline's: the model ranks no better than "
+            "recommending the most popular items.",
+        ),
+    ],
+)
+def test_report_observation_compares_ndcg_with_the_baseline_in_words(model, base, expected):
+    from recmf.report import observations
+
+    metrics = {"ndcg_at_10": model, "coverage_at_10": 0.5}
+    baseline = {"ndcg_at_10": base, "coverage_at_10": 0.1}
+    notes = observations(metrics, baseline, 10, {"n_eval_users": 1234, "dropped_test": 0})
+    assert notes[0] == expected
+    assert notes[-1] == "Averages are over 1,234 users with test items."
 
 
 def test_report_without_a_run_says_there_are_no_learning_curves(tmp_path):
