@@ -85,20 +85,22 @@ def main(hydra_main: Callable[[], Any]) -> None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def _typed(key: str) -> str | None:
     """What the user typed for ``key`` on the command line (``key=value``), if anything."""
     for arg in sys.argv[1:]:
         name = arg.split("=", 1)[0].lstrip("+~")
-        if name == key:
+        if name == key or name.startswith(f"{key}."):
             return arg
     return None
 
 
 def config_error_message(exc: BaseException, script: str) -> str | None:
     """One paragraph for a config mistake Hydra or OmegaConf raised; None for anything else."""
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     if not isinstance(exc, HydraException | OmegaConfBaseException):
@@ -108,6 +110,15 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
     named = re.search(r"override '?([^'\s=]+)", str(exc))
     key = getattr(cause, "full_key", None) or (named.group(1).rstrip(".") if named else None)
     typed = _typed(str(key)) if key else None
+    if isinstance(exc, OverrideParseException):
+        bad = re.search(r"Exception: (\S+)", str(exc))
+        return (
+            f"Hydra cannot read the command-line item {bad.group(1) if bad else str(exc)!r}: "
+            "outside quotes, a value may not hold ; = , [ ] { } ( ) or spaces, and "
+            "true/false/null/numbers are read as such. Quote the value inside the item, and the "
+            "item for the shell: 'user=\"a;b\"', 'dataset.sep=\";\"', \"user='U=1'\" "
+            "(README, Configuration, has more)."
+        )
     if isinstance(exc, MissingConfigException):
         group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
         options = [o for o in exc.options or [] if not o.endswith("_schema")]
@@ -132,6 +143,8 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
         msg = str(getattr(cause, "msg", cause)).split("\n")[0]
         wanted = re.search(r"converted to (\w+)", msg)
         expected = _TYPE_WORDS.get(wanted.group(1), wanted.group(1)) if wanted else None
+        if expected is None and "not a ListConfig" in msg:
+            expected = "a list in brackets, e.g. [5,10,20]"
         if expected is None and "valid bool" in msg:
             expected = _TYPE_WORDS["Boolean"]
         if expected is None and "to string" in msg:

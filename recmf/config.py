@@ -20,10 +20,13 @@ from recmf.errors import ConfigError
 CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
 
 
+DEFAULT_SCHEMA = "recmf"  # the store schema when none is given
+
+
 @dataclass
 class DbConfig:
     url: str | None = None
-    schema: str | None = "recmf"  # None (evaluate, recommend): the run's own schema
+    schema: str | None = DEFAULT_SCHEMA  # None (evaluate, recommend): the run's own schema
     data_dir: str = ".recmf/pgdata"
 
 
@@ -304,11 +307,26 @@ def _check_dataset(ds: Any) -> None:
             if key in columns or not optional:
                 _check_column(f"dataset.columns.{key}", columns.get(key), optional)
         _text("dataset.items_path", ds.get("items_path"), "movies.csv", optional=True)
-        if ds.get("items_path") and has("items_columns"):
+        if has("items_columns"):
             for key in ("item", "title"):
                 _check_column(f"dataset.items_columns.{key}", ds.items_columns.get(key), False)
+        for key in ("path", "items_path"):
+            _exists(f"dataset.{key}", ds.get(key))
     elif name == "movielens-100k":
         _text("dataset.path", ds.get("path"), "../shared/data/ml-100k", optional=True)
+        _exists("dataset.path", ds.get("path"))
+
+
+def _exists(key: str, path: str | None) -> None:
+    """A data path that is given must exist: found now, before a server starts for nothing."""
+    from pathlib import Path
+
+    if path is not None and not Path(path).expanduser().exists():
+        raise ConfigError(
+            f"{key} {path!r} does not exist (relative paths are read from the working directory "
+            f"{str(Path.cwd())!r}). Pass the path of the file or folder to read, e.g. "
+            f"{key}=../shared/data/ml-100k."
+        )
 
 
 def _check_train(cfg: Any) -> None:

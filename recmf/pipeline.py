@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
 from recmf.bundle import Bundle
-from recmf.config import validate
+from recmf.config import DEFAULT_SCHEMA, validate
 from recmf.errors import ConfigError
 from recmf.training import TrainResult, load_interactions, train  # noqa: F401  (a verb too)
 
@@ -32,17 +32,21 @@ def ingest(cfg: DictConfig):
 
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
     """The bundle named by ``bundle=`` (a folder), ``model=`` (an MLflow model URI such as
-    ``models:/recmf/3``), or ``run_id=``, or the latest run's."""
+    ``models:/recmf/3``), or ``run_id=``, or that of the latest run trained on ``db.schema``."""
     if cfg.get("bundle"):
         return Bundle.load(cfg.bundle), None
     if cfg.get("model"):
         bundle = Bundle.load(tracking.model_bundle(cfg.logger, cfg.model))
         return bundle, bundle.meta.get("run_id")
-    fast = tracking.local_bundle_fast(cfg.logger, cfg.get("run_id"))
+    run_id = cfg.get("run_id")
+    # "latest" means the latest run trained on the schema asked for (default recmf), so a run on
+    # another data set never answers for this one; a named run answers for its own schema
+    schema = None if run_id else (cfg.db.schema or DEFAULT_SCHEMA)
+    fast = tracking.local_bundle_fast(cfg.logger, run_id, schema)
     if fast is not None:  # the common local case, without importing MLflow
         bundle = Bundle.load(fast)
         return bundle, bundle.meta.get("run_id")
-    run = tracking.find_training_run(cfg.logger, cfg.get("run_id"))
+    run = tracking.find_training_run(cfg.logger, run_id, schema)
     path = tracking.download_bundle(cfg.logger, run.info.run_id, run.info.artifact_uri)
     return Bundle.load(path), run.info.run_id
 
@@ -57,6 +61,15 @@ class EvalResult:
     val_metrics: dict[str, float] = field(default_factory=dict)  # recomputed when not refit
     extra: dict = field(default_factory=dict)  # rmse/mae, dropped counts
     report_path: Path | None = None
+    source: dict = field(default_factory=dict)  # run id, store schema, data digest
+
+    def header(self) -> str:
+        from recmf.recommender import source_line
+
+        return (
+            f"{source_line(self.source)}: test metrics over {self.n_users} users "
+            f"(report: {self.report_path})"
+        )
 
     def table(self) -> str:
         from recmf.report import metrics_table
@@ -83,6 +96,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         popularity_scores,
     )
     from recmf.metrics import METRICS
+    from recmf.recommender import Answer
     from recmf.report import write_report
     from recmf.sparse import UserItems
 
@@ -129,6 +143,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         err = err[~np.isnan(ratings)]
         extra["rmse"], extra["mae"] = float(np.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
     result = EvalResult(run_id, metrics, baseline, ks, n_eval, val_metrics, extra)
+    result.source = Answer.source_of(bundle.meta)
     k_top = max(ks)
     by_bucket = {"k": k_top}
     with torch.no_grad():  # hit rate by item popularity (same counts as the baseline's)
@@ -222,7 +237,7 @@ def recommend(cfg: DictConfig):
     ``db.schema`` is given. Users the model never saw are folded in from their items in the
     store, or get the popularity ranking when they have none (each answer names its path).
     """
-    from recmf.recommender import Recommender
+    from recmf.recommender import Answer, Recommender
     from recmf.store import FeatureStore
 
     validate(cfg, "recommend")
@@ -232,7 +247,8 @@ def recommend(cfg: DictConfig):
     db = OmegaConf.merge(cfg.db, {"schema": cfg.db.schema or bundle.meta["data"]["schema"]})
     with FeatureStore.open(db, create=False) as store:
         history = store.user_history(users)
-    return Recommender(bundle).recommend(users, k, history, exclude_seen=cfg.exclude_seen)
+    recs = Recommender(bundle).recommend(users, k, history, exclude_seen=cfg.exclude_seen)
+    return Answer(Answer.source_of(bundle.meta, db.schema), recs)
 
 
 def list_users(cfg: DictConfig, limit: int = 20) -> list[str]:

@@ -134,9 +134,34 @@ class Recommender:
         return out
 
 
-def format_table(recs: list[UserRecommendations]) -> str:
-    lines = []
-    for r in recs:
+@dataclass
+class Answer:
+    """Recommendations for some users, and what answered: run, store schema and data digest."""
+
+    source: dict  # {"run_id", "schema", "data_digest"}
+    users: list[UserRecommendations]
+
+    @staticmethod
+    def source_of(meta: dict, schema: str | None = None) -> dict:
+        """The ``source`` of a bundle's answers; ``schema`` is the store read at request time."""
+        return {
+            "run_id": meta.get("run_id"),
+            "schema": schema or meta.get("data", {}).get("schema"),
+            "data_digest": meta.get("data_digest"),
+        }
+
+
+def source_line(source: dict) -> str:
+    """``run 433e…, store schema recmf, data digest 1a2b…``: what an answer came from."""
+    return (
+        f"run {source.get('run_id') or '(a bundle folder)'}, store schema {source.get('schema')}, "
+        f"data digest {source.get('data_digest') or 'not recorded'}"
+    )
+
+
+def format_table(answer: Answer) -> str:
+    lines = [f"from {source_line(answer.source)}"]
+    for r in answer.users:
         lines.append(f"user {r.user_id} ({r.path}; {r.n_excluded} items already seen, excluded):")
         lines.append(f"  {'rank':>4}  {'item':<12} {'score':>8}  title")
         for rank, item in enumerate(r.items, 1):
@@ -145,5 +170,6 @@ def format_table(recs: list[UserRecommendations]) -> str:
     return "\n".join(lines)
 
 
-def to_json(recs: list[UserRecommendations]) -> str:
-    return json.dumps([asdict(r) for r in recs], indent=2, ensure_ascii=False)
+def to_json(answer: Answer) -> str:
+    body = {**answer.source, "users": [asdict(r) for r in answer.users]}
+    return json.dumps(body, indent=2, ensure_ascii=False)

@@ -13,8 +13,11 @@ training), and the answer's ``path`` still says how each user was scored.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -58,12 +61,24 @@ def log_model(run_id: str, tracking_uri: str, bundle_dir: Path, db: dict, name: 
 
     import mlflow
 
+    from recmf.tracking import open_store
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    # A name another process registers at the same moment is fine: MLflow then adds a version
+    # (its unique constraint decides, and versions are numbered under the database's write lock).
+    open_store(tracking_uri)  # a no-op after make_logger; creates a fresh store under the lock
+    chatter = io.StringIO()  # the registry prints "Successfully registered ..." on stderr
+    with (
+        mlflow.start_run(run_id=run_id),
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(chatter),
+    ):
         # its advice to add type hints and an input example: the signature is given explicitly,
         # and an example would make logging call the store
         warnings.filterwarnings("ignore", message=".*(type hints|input example).*")
+        # MLflow wraps model loading in its own filter ("once"), which overrides the one above
+        warnings.showwarning = lambda *args, **kwargs: None
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(ENTRY),
@@ -73,6 +88,8 @@ def log_model(run_id: str, tracking_uri: str, bundle_dir: Path, db: dict, name: 
             pip_requirements=REQUIREMENTS,  # listed: inferring them would load the model twice
             registered_model_name=name,
         )
+    if logging.getLogger().isEnabledFor(logging.INFO):  # verbose=true: MLflow's words too
+        sys.stderr.write(chatter.getvalue())
     return info
 
 

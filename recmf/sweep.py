@@ -28,10 +28,10 @@ class MLflowSweepParent(Callback):
         return MlflowClient(tracking_uri=config.logger.tracking_uri)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from recmf.tracking import ensure_experiment
+
         client = self._client(config)
-        name = config.logger.experiment_name
-        exp = client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp else client.create_experiment(name)
+        exp_id = ensure_experiment(config.logger)  # under the store's lock: trials race for it
         sweep = config.hydra.sweeper
         run = client.create_run(
             exp_id, tags={KIND_TAG: "sweep"}, run_name=f"sweep {config.hydra.job.name}"

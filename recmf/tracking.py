@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,7 @@ def make_logger(logger_cfg: DictConfig, tags: dict[str, str], run_id: str | None
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags = {**tags, "mlflow.parentRunId": parent}
+    ensure_experiment(logger_cfg)  # the logger would create it unguarded, racing other processes
     return _RunLogger(
         experiment_name=logger_cfg.experiment_name,
         run_name=logger_cfg.run_name,
@@ -93,8 +97,8 @@ def find_interrupted_run(logger_cfg: DictConfig, run_id: str | None = None):
     return runs[0]
 
 
-def _latest_run(logger_cfg: DictConfig, filter_string: str) -> list:
-    """The latest run of the configured experiment matching ``filter_string`` (or [])."""
+def _latest_run(logger_cfg: DictConfig, filter_string: str, max_results: int = 1) -> list:
+    """The latest runs of the configured experiment matching ``filter_string`` (or [])."""
     client = _client(logger_cfg.tracking_uri)
     experiment = client.get_experiment_by_name(logger_cfg.experiment_name)
     if experiment is None:
@@ -103,7 +107,7 @@ def _latest_run(logger_cfg: DictConfig, filter_string: str) -> list:
         [experiment.experiment_id],
         filter_string=filter_string,
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=max_results,
     )
 
 
@@ -126,6 +130,7 @@ def download_artifacts_to(logger_cfg: DictConfig, run_id: str, path: str, dest: 
     import mlflow.artifacts
 
     dest.mkdir(parents=True, exist_ok=True)
+    open_store(logger_cfg.tracking_uri)
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=path, tracking_uri=logger_cfg.tracking_uri
     )
@@ -133,16 +138,106 @@ def download_artifacts_to(logger_cfg: DictConfig, run_id: str, path: str, dest: 
     return dest
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a local ``sqlite:///`` tracking store; None for any other store."""
+    if not str(tracking_uri).startswith("sqlite:///"):
+        return None
+    path = str(tracking_uri).removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+_opened: set[str] = set()  # tracking URIs whose store this process has opened (MLflow caches it)
+_opened_lock = threading.Lock()
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold the inter-process lock of a local sqlite tracking store, ``<file>.lock`` beside it.
+
+    MLflow creates its tables (alembic migrations), its Default experiment and ours on first
+    use with no locking of its own: two processes doing that at once in a fresh directory crash
+    (``table params already exists``, a unique-constraint failure). Every recmf process opens the
+    store, and creates the experiment, under this lock. Other stores: nothing to hold.
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None or os.name == "nt":  # no fcntl on Windows; MLflow does not lock there either
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_file = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (closed below)
+    except PermissionError:  # a read-only folder: nothing can create the store there anyway
+        yield
+        return
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process to finish setting up the tracking store %s", path)
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def open_store(tracking_uri: str) -> None:
+    """Open (on first use: create) the tracking store under :func:`store_lock`, once per process.
+
+    MLflow builds a store once per process and URI and then reuses it; only that first build
+    writes to the database, so later clients need no lock.
+    """
+    uri = str(tracking_uri)
+    with _opened_lock:
+        if uri in _opened:
+            return
+        from mlflow.tracking import MlflowClient
+
+        with store_lock(uri):
+            MlflowClient(tracking_uri=uri)  # builds the store: tables, migrations, Default
+        _opened.add(uri)
+
+
+def ensure_experiment(logger_cfg: DictConfig) -> str:
+    """The id of the configured experiment, created when missing, once even when processes race.
+
+    Under the sqlite lock no two recmf processes create it at once; for other stores (a tracking
+    server, a shared database) the loser of a race finds the winner's experiment.
+    """
+    import mlflow.exceptions
+    from mlflow.tracking import MlflowClient
+
+    uri, name = str(logger_cfg.tracking_uri), str(logger_cfg.experiment_name)
+    with _opened_lock, store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        _opened.add(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
 def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
+    open_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def local_bundle_fast(logger_cfg: DictConfig, run_id: str | None = None) -> Path | None:
-    """The bundle folder of the latest (or given) training run, read straight from a local
-    ``sqlite:///`` tracking store without importing MLflow (about 2 s here); None when the store
-    is not such a file or anything does not match, and the caller asks MLflow instead.
+def local_bundle_fast(
+    logger_cfg: DictConfig, run_id: str | None = None, schema: str | None = None
+) -> Path | None:
+    """The bundle folder of the latest training run on store ``schema`` (or of the given run),
+    read straight from a local ``sqlite:///`` tracking store without importing MLflow (about
+    2 s here); None when the store is not such a file or anything does not match, and the
+    caller asks MLflow instead.
     """
     import sqlite3
     from urllib.parse import unquote, urlparse
@@ -156,11 +251,21 @@ def local_bundle_fast(logger_cfg: DictConfig, run_id: str | None = None) -> Path
     query = (
         "SELECT r.artifact_uri FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id"
         " JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = '1'"
-        " WHERE e.name = ? AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+        + (
+            " JOIN params p ON p.run_uuid = r.run_uuid AND p.key = 'data.schema' AND p.value = ?"
+            if schema
+            else ""
+        )
+        + " WHERE e.name = ? AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
         + (" AND r.run_uuid = ?" if run_id else "")
         + " ORDER BY r.start_time DESC LIMIT 1"
     )
-    args = (BUNDLE_TAG, str(logger_cfg.experiment_name), *([str(run_id)] if run_id else []))
+    args = (
+        BUNDLE_TAG,
+        *([str(schema)] if schema else []),
+        str(logger_cfg.experiment_name),
+        *([str(run_id)] if run_id else []),
+    )
     try:
         with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
             row = conn.execute(query, args).fetchone()
@@ -172,12 +277,19 @@ def local_bundle_fast(logger_cfg: DictConfig, run_id: str | None = None) -> Path
     return path if path.is_dir() else None
 
 
-def find_training_run(logger_cfg: DictConfig, run_id: str | None = None):
-    """The given training run, or the latest finished one that has a bundle."""
+def find_training_run(logger_cfg: DictConfig, run_id: str | None = None, schema: str | None = None):
+    """The given training run, or the latest finished one with a bundle trained on ``schema``."""
     import mlflow.exceptions
 
-    client = _client(logger_cfg.tracking_uri)
     uri = logger_cfg.tracking_uri
+    local = sqlite_path(uri)
+    if local is not None and not local.is_file():  # nothing to find; do not create the store
+        raise RunNotFoundError(
+            f"no training run: the tracking store {uri!r} does not exist here "
+            f"({str(local.resolve())!r}). Train one first: `python scripts/train.py` (run from "
+            "the directory that holds mlflow.db, or set MLFLOW_TRACKING_URI)."
+        )
+    client = _client(uri)
     if run_id:
         try:
             run = client.get_run(str(run_id))
@@ -193,12 +305,24 @@ def find_training_run(logger_cfg: DictConfig, run_id: str | None = None):
                 f"{run.info.status}); pass the id of a training run, or leave run_id unset."
             )
         return run
-    runs = _latest_run(logger_cfg, f"tags.{BUNDLE_TAG} = '1' and attributes.status = 'FINISHED'")
+    finished = f"tags.{BUNDLE_TAG} = '1' and attributes.status = 'FINISHED'"
+    on_schema = f" and params.`data.schema` = '{schema}'" if schema else ""
+    runs = _latest_run(logger_cfg, finished + on_schema)
     if not runs:
+        others = _latest_run(logger_cfg, finished, max_results=50) if schema else []
+        names = sorted({r.data.params.get("data.schema") for r in others} - {None})
+        where = f" trained on store schema {schema!r}" if schema else ""
+        elsewhere = (
+            f" (there are runs on schema {', '.join(names)}: pass db.schema={names[0]} or "
+            "run_id=<id> to use one)"
+            if names
+            else ""
+        )
         raise RunNotFoundError(
-            f"no finished training run in experiment {logger_cfg.experiment_name!r} of tracking "
-            f"store {uri!r}. Train one first: `python scripts/train.py` (run from the directory "
-            "that holds mlflow.db, or set MLFLOW_TRACKING_URI)."
+            f"no finished training run{where} in experiment {logger_cfg.experiment_name!r} of "
+            f"tracking store {uri!r}{elsewhere}. Train one first: `python scripts/train.py"
+            f"{f' db.schema={schema}' if schema else ''}` (run from the directory that holds "
+            "mlflow.db, or set MLFLOW_TRACKING_URI)."
         )
     return runs[0]
 
@@ -216,6 +340,7 @@ def download_bundle(logger_cfg: DictConfig, run_id: str, artifact_uri: str | Non
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
 
+    open_store(logger_cfg.tracking_uri)
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="bundle", tracking_uri=logger_cfg.tracking_uri
     )
@@ -233,6 +358,7 @@ def model_bundle(logger_cfg: DictConfig, model_uri: str) -> Path:
     from recmf.errors import RunNotFoundError
 
     mlflow.set_tracking_uri(logger_cfg.tracking_uri)
+    open_store(logger_cfg.tracking_uri)  # the registry's store would otherwise create the tables
     try:
         path = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(model_uri)))
     except (MlflowException, OSError) as exc:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from recmf import tracking
+from recmf import resume, tracking
 from recmf.bundle import Bundle
 from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.interactions import Interactions
@@ -33,11 +32,14 @@ class TrainResult:
     best_epoch: int  # epochs trained before the best validation score (1-based)
     train_seconds: float  # fit time, selection and refit, without imports or data loading
     sizes: dict = field(default_factory=dict)
+    schema: str | None = None  # the store schema it read
+    data_digest: str | None = None  # of the data it read (the run's dataset input)
 
     def summary(self) -> str:
         return (
             f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}, "
-            f"{self.train_seconds:.1f} s training"
+            f"{self.train_seconds:.1f} s training (store schema {self.schema}, data digest "
+            f"{self.data_digest})"
         )
 
 
@@ -66,7 +68,7 @@ def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
 CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
     """Train on the store's data, select the epoch on validation NDCG@k, log everything.
 
     With ``refit=true`` the model is then retrained on train + validation for the selected
@@ -74,14 +76,16 @@ def train(cfg: DictConfig) -> TrainResult:
     those interactions are the most informative ones a final model can see.
 
     SIGINT/SIGTERM stop it after logging the last completed epoch's checkpoint to the run;
-    ``resume=<run_id>`` (or ``resume=last``) continues that run from there.
+    ``resume=<run_id>`` (or ``resume=last``) continues that run from there, with the run's own
+    config except for the keys in ``overrides`` (the command line's ``key=value`` items; by
+    default those Hydra recorded for this job).
     """
     from recmf.config import validate
 
     validate(cfg, "train")
     resume_state, resume_run = None, None
     if cfg.get("resume"):
-        cfg, resume_run, resume_state = _resume_point(cfg)
+        cfg, resume_run, resume_state = resume.load_point(cfg, CHECKPOINT_ROOT, overrides)
     data, snapshot = load_interactions(cfg)
     if resume_state and snapshot["content_hash"][:32] != resume_state["digest"]:
         raise ConfigError(
@@ -133,7 +137,7 @@ def train(cfg: DictConfig) -> TrainResult:
             )
         except TrainingInterrupted as stop:
             if main:
-                _save_resume_point(cfg, logger, workdir, stop, digest)
+                resume.save_point(cfg, logger, workdir, stop, digest)
             status = "KILLED"
             raise
         finally:
@@ -187,40 +191,13 @@ def train(cfg: DictConfig) -> TrainResult:
     finally:
         if main:
             tracking.finish_run(logger, status)
-    return TrainResult(logger.run_id, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
-
-
-def _save_resume_point(cfg, logger, workdir: Path, stop, digest: str) -> None:
-    """Log what ``resume=`` needs: the last completed epoch's checkpoint, the best one so far,
-    and the phase, config and data digest."""
-    state = {
-        "phase": stop.phase,
-        "epoch": stop.epoch,
-        "best_val": getattr(stop, "best_val", None),
-        "digest": digest,
-        "config": tracking.safe_config(cfg),
-    }
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "state.json").write_text(json.dumps(state, indent=2, default=str))
-    logger.experiment.log_artifacts(logger.run_id, str(workdir), "resume")
-    logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, stop.phase)
-    stop.args = (
-        f"training was interrupted during its {stop.phase} phase at epoch {stop.epoch + 1}; the "
-        f"last completed epoch is saved to run {logger.run_id}. Continue it with: python "
-        f"scripts/train.py resume={logger.run_id} (or resume=last).",
+    return TrainResult(
+        logger.run_id,
+        best_val,
+        monitor,
+        best_epoch,
+        fitted.seconds,
+        split.sizes(),
+        snapshot["schema"],
+        digest,
     )
-
-
-def _resume_point(cfg: DictConfig) -> tuple[DictConfig, str, dict]:
-    """The interrupted run's config (with this call's store and tracking settings), id and
-    saved state; its checkpoints are fetched from MLflow when not on this machine."""
-    run = tracking.find_interrupted_run(cfg.logger, None if cfg.resume == "last" else cfg.resume)
-    run_id = run.info.run_id
-    workdir = CHECKPOINT_ROOT / run_id
-    if not (workdir / "state.json").is_file():
-        tracking.download_artifacts_to(cfg.logger, run_id, "resume", workdir)
-    state = json.loads((workdir / "state.json").read_text())
-    saved = OmegaConf.create(state["config"])
-    OmegaConf.set_struct(saved, False)
-    saved.db, saved.logger, saved.resume = cfg.db, cfg.logger, None
-    return saved, run_id, state

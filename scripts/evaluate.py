@@ -21,10 +21,7 @@ def main(cfg: DictConfig) -> None:
         print(cli.run(lambda: compare(cfg), cfg.verbose))
         return
     result = cli.run(lambda: evaluate(cfg), cfg.verbose)
-    print(
-        f"run {result.run_id}: test metrics over {result.n_users} users "
-        f"(report: {result.report_path})\n{result.table()}"
-    )
+    print(f"{result.header()}\n{result.table()}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.list_users:
         print("\n".join(cli.run(lambda: pipeline.list_users(cfg), cfg.verbose)))
         return
-    recs = cli.run(lambda: pipeline.recommend(cfg), cfg.verbose)
-    print(to_json(recs) if cfg.format == "json" else format_table(recs))
+    answer = cli.run(lambda: pipeline.recommend(cfg), cfg.verbose)
+    print(to_json(answer) if cfg.format == "json" else format_table(answer))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import uuid
 
 import pytest
@@ -27,7 +28,33 @@ def trained(pg_url, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = proc.stdout.strip().splitlines()[-1].split()[1].rstrip(":")
     log = proc.stdout + proc.stderr
-    return {"cwd": cwd, "env": env, "schema": schema, "run_id": run_id, "log": log}
+    return {
+        "cwd": cwd,
+        "env": env,
+        "schema": schema,
+        "run_id": run_id,
+        "log": log,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+    }
+
+
+LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\]\[recmf[.\w]*\]\[(INFO|WARNING)\] - ")
+
+
+def test_train_prints_its_result_on_stdout_and_only_recmf_logs_on_stderr(trained):
+    """No MLflow, Lightning or registry chatter, no warnings: `> out.txt` holds the result."""
+    [line] = trained["stdout"].splitlines()
+    assert line.startswith(f"run {trained['run_id']}: val/ndcg_at_10 ")
+    assert f"(store schema {trained['schema']}, data digest " in line
+    noise = [x for x in trained["stderr"].splitlines() if not LOG_LINE.match(x)]
+    assert noise == []
+    # not a terminal: one concise line per epoch, with the loss and the validation metric
+    epochs = re.findall(
+        r"train epoch (\d+)/4: loss [\d.]+, val/ndcg_at_10 [\d.]+", trained["stderr"]
+    )
+    assert epochs and epochs == [str(e) for e in range(1, len(epochs) + 1)]
+    assert list(trained["cwd"].glob("**/*.log")) == []  # no log files anywhere
 
 
 def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
@@ -47,9 +74,10 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
 
 
 def test_evaluate_logs_metrics_matching_training(trained):
-    proc = _run("evaluate.py", [], trained["cwd"], trained["env"])
+    proc = _run("evaluate.py", [f"db.schema={trained['schema']}"], trained["cwd"], trained["env"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "P@10" in proc.stdout and trained["run_id"] in proc.stdout
+    assert f"store schema {trained['schema']}, data digest " in proc.stdout.splitlines()[0]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
@@ -84,10 +112,16 @@ def test_evaluate_logs_metrics_matching_training(trained):
 
 def test_recommend_json_excludes_what_the_user_has(trained):
     proc = _run(
-        "recommend.py", ["user=[U1,U2]", "k=5", "format=json"], trained["cwd"], trained["env"]
+        "recommend.py",
+        ["user=[U1,U2]", "k=5", "format=json", f"db.schema={trained['schema']}"],
+        trained["cwd"],
+        trained["env"],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    recs = json.loads(proc.stdout)
+    answer = json.loads(proc.stdout)  # stdout holds the answer only: logs are on stderr
+    assert answer["run_id"] == trained["run_id"] and answer["schema"] == trained["schema"]
+    assert len(answer["data_digest"]) == 32
+    recs = answer["users"]
     assert [r["user_id"] for r in recs] == ["U1", "U2"]
     from recmf.store import FeatureStore
 
@@ -112,7 +146,7 @@ def test_recommend_json_excludes_what_the_user_has(trained):
     ("script", "args", "expected"),
     [
         ("recommend.py", ["user=U1", "k=0"], "k must be a positive whole number"),
-        ("recommend.py", ["user=U1", "db.schema=nosuchschema"], "nothing was ingested there"),
+        ("recommend.py", ["user=U1", "db.schema=nosuchschema"], "on store schema 'nosuchschema'"),
         ("recommend.py", ["user=U1", "k=abc"], "'abc'"),
         ("recommend.py", ["user=U1", "k=-3"], "k must be a positive whole number"),
         ("evaluate.py", ["run_id=0123456789abcdef"], "no MLflow run with id"),
@@ -129,7 +163,8 @@ def test_evaluate_without_any_training_run_says_so(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     proc = _run("evaluate.py", [], tmp_path, env)
     assert proc.returncode == 2
-    assert "no finished training run" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no training run" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # looking did not create a tracking store
 
 
 @pytest.mark.parametrize(
@@ -198,13 +233,42 @@ def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
     logger = OmegaConf.create(
         {"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"], "experiment_name": "recmf"}
     )
-    for run_id in (None, trained["run_id"]):
-        run = tracking.find_training_run(logger, run_id)
+    for run_id, schema in ((None, None), (trained["run_id"], None), (None, trained["schema"])):
+        run = tracking.find_training_run(logger, run_id, schema)
         slow = tracking.download_bundle(logger, run.info.run_id, run.info.artifact_uri)
-        assert tracking.local_bundle_fast(logger, run_id) == slow
+        assert tracking.local_bundle_fast(logger, run_id, schema) == slow
+    assert tracking.local_bundle_fast(logger, None, "nosuchschema") is None
     assert tracking.local_bundle_fast(logger, "0123456789abcdef") is None
 
 
+def test_latest_run_is_the_latest_on_the_schema_asked_for(trained):
+    """A newer run on another data set never answers for this one (nor for the default)."""
+    from mlflow.tracking import MlflowClient
+
+    other = f"{trained['schema']}_other"
+    args = [f"db.schema={other}", *TINY, "progress=bar"]
+    proc = _run("train.py", args, trained["cwd"], trained["env"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # progress=bar draws Lightning's bar even in a pipe, on stderr: stdout stays the result
+    assert len(proc.stdout.splitlines()) == 1 and "Epoch 0:" in proc.stderr
+    other_run = proc.stdout.strip().splitlines()[-1].split()[1].rstrip(":")
+    for schema, run_id in ((trained["schema"], trained["run_id"]), (other, other_run)):
+        args = ["user=U1", "k=3", f"db.schema={schema}"]
+        proc = _run("recommend.py", args, trained["cwd"], trained["env"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.splitlines()[0].startswith(f"from run {run_id}, store schema {schema},")
+    # the quick start's command on the default schema: no run trained there, and it says so
+    proc = _run("recommend.py", ["user=U1"], trained["cwd"], trained["env"])
+    assert proc.returncode == 2 and "on store schema 'recmf'" in proc.stderr
+    assert other in proc.stderr and trained["schema"] in proc.stderr  # where runs do exist
+    # one registered model per schema: the latest version of each is that schema's run
+    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    for schema, run_id in ((trained["schema"], trained["run_id"]), (other, other_run)):
+        versions = client.search_model_versions(f"name='{schema}'")
+        assert max(versions, key=lambda v: int(v.version)).run_id == run_id
+
+
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(trained):
     """Lightning DDP with gloo: every rank takes its share of each global batch."""
     from mlflow.tracking import MlflowClient
@@ -236,14 +300,16 @@ def test_ddp_on_two_cpu_processes_matches_one_process(trained):
 
 
 def test_recommend_for_a_user_with_no_interactions_falls_back_to_popularity(trained):
-    proc = _run("recommend.py", ["user=NOBODY", "k=3"], trained["cwd"], trained["env"])
+    args = ["user=NOBODY", "k=3", f"db.schema={trained['schema']}"]
+    proc = _run("recommend.py", args, trained["cwd"], trained["env"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "user NOBODY (popularity;" in proc.stdout
     assert "has no interactions the model knows" in proc.stdout
 
 
 def test_huge_k_returns_what_exists_and_unknown_config_keys_are_refused(trained):
-    proc = _run("recommend.py", ["user=U1", "k=1000000000000"], trained["cwd"], trained["env"])
+    args = ["user=U1", "k=1000000000000", f"db.schema={trained['schema']}"]
+    proc = _run("recommend.py", args, trained["cwd"], trained["env"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "asked for k=1000000000000 but only" in proc.stdout
     for script in ("train.py", "evaluate.py", "recommend.py"):

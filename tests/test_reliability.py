@@ -38,6 +38,8 @@ from recmf.store.server import EmbeddedServer, normalise_url
 from recmf.store.writer import write_interactions
 from tests.scripts import ROOT, TINY, run_script
 
+pytestmark = pytest.mark.slow  # real processes, kill -9, a second server: minutes
+
 TABLES = ("users", "items", "interactions", "user_features", "item_features")
 BIG_ROWS = 600_000  # COPY of the rows lasts ~0.3 s on 2 cores: long enough to be seen in it
 CSV_COLUMNS = {"user": "user", "item": "item", "rating": "rating", "time": "time"}
@@ -773,15 +775,15 @@ def test_no_script_writes_or_prints_the_database_password(auth_server, tmp_path)
     schema = f"leak_{uuid.uuid4().hex[:8]}"
     arg_url = url_with(server.url, user=user, password=in_arg)
     run("train.py", [f"db.url='{arg_url}'", f"db.schema={schema}", *TINY])
-    run("recommend.py", [f"db.url='{arg_url}'", "user=U1", "k=3"])
+    run("recommend.py", [f"db.url='{arg_url}'", f"db.schema={schema}", "user=U1", "k=3"])
     with auth_server["admin"].connect() as conn:  # the same role, now with another password
         conn.exec_driver_sql(f"ALTER ROLE {user} PASSWORD '{in_env}'")
     auth_server["password"] = in_env
     env_url = make_url(url_with(server.url, user=user)).update_query_dict({"password": in_env})
     env_url = env_url.render_as_string(hide_password=False)
     run("train.py", [f"db.schema={schema}", *TINY], env_url)
-    run("evaluate.py", [], env_url)
-    run("recommend.py", ["user=U1", "k=3"], env_url)
+    run("evaluate.py", [f"db.schema={schema}"], env_url)
+    run("recommend.py", ["user=U1", "k=3", f"db.schema={schema}"], env_url)
 
     # the pyfunc of each run records its store's URL, password hidden either way
     models = sorted(p.read_text() for p in tmp_path.rglob("MLmodel"))

@@ -302,6 +302,7 @@ def _chromium() -> str:
     )
 
 
+@pytest.mark.slow  # needs Chromium (apt-get install chromium); .ci/run installs it
 def test_html_report_renders_in_headless_chromium(tmp_path):
     binary = _chromium()
     report = _write(tmp_path / "report")
@@ -332,12 +333,13 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     from recmf.pipeline import evaluate, train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    schema = f"report_{uuid.uuid4().hex[:8]}"
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         train_cfg = compose(
             "train",
             [
                 f"db.url='{pg_url}'",
-                f"db.schema=report_{uuid.uuid4().hex[:8]}",
+                f"db.schema={schema}",
                 f"logger.tracking_uri={uri}",
                 "dataset.n_users=60",
                 "dataset.n_items=40",
@@ -348,7 +350,7 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
                 "refit=true",
             ],
         )
-        eval_args = [f"logger.tracking_uri={uri}", "ks=[5,10]", "curve_k=20"]
+        eval_args = [f"logger.tracking_uri={uri}", "ks=[5,10]", "curve_k=20", f"db.schema={schema}"]
         run = train(train_cfg)
         by_run = compose("evaluate", [*eval_args, f"report_dir={tmp_path / 'reports'}"])
     result = evaluate(by_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,10 +65,12 @@ def setup(pg_url, tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
         "RECMF_DATABASE_URL": pg_url,
     }
-    args = [f"db.schema=resume_{uuid.uuid4().hex[:8]}", *CONFIG]
+    schema = f"resume_{uuid.uuid4().hex[:8]}"
+    args = [f"db.schema={schema}", *CONFIG]
     whole = _train(args, cwd, env)  # the uninterrupted reference (it ingests the data too)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    return {"cwd": cwd, "env": env, "args": args, "whole": whole.stdout.strip().splitlines()[-1]}
+    whole_line = whole.stdout.strip().splitlines()[-1]
+    return {"cwd": cwd, "env": env, "args": args, "schema": schema, "whole": whole_line}
 
 
 def _result(line: str) -> tuple[str, str]:
@@ -76,6 +79,7 @@ def _result(line: str) -> tuple[str, str]:
     return words[1].rstrip(":"), " ".join(words[2:6])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "phase_dir", "phase"),
     [(signal.SIGTERM, "", "train"), (signal.SIGINT, "refit/", "refit")],
@@ -96,12 +100,43 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(setup, sig, ph
     # the checkpoints must come from MLflow, not from this machine's leftovers
     for f in sorted((cwd / ".recmf" / "checkpoints" / run_id).rglob("*"), reverse=True):
         f.unlink() if f.is_file() else f.rmdir()
-    resumed = _train([f"resume={run_id}"], cwd, env)
+    # the printed command, run verbatim: it must read the run's own schema, not the default one
+    printed = err.split("Continue it with: ")[1].split(" (or resume=last)")[0]
+    python, script, *args = shlex.split(printed)
+    assert (python, script) == ("python", "scripts/train.py")
+    resumed = _train(args, cwd, env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "ingesting" not in resumed.stderr  # the run's schema holds its data already
     got_id, got = _result(resumed.stdout.strip().splitlines()[-1])
     assert got_id == run_id  # the same run, continued
+    assert f"store schema {setup['schema']}," in resumed.stdout
     _, want = _result(setup["whole"])
     assert got.split()[:3] == want.split()[:3]  # metric name, value to 4 decimals, epoch
     assert client.get_run(run_id).info.status == "FINISHED"
     again = _train([f"resume={run_id}"], cwd, env)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_path):
+    from omegaconf import OmegaConf
+
+    from recmf import resume, tracking
+    from recmf.errors import TrainingInterrupted
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = OmegaConf.create(
+        {"logger": {"tracking_uri": uri, "experiment_name": "recmf", "run_name": None}}
+    )
+    logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"})
+    workdir = tmp_path / "ckpt"
+    first = TrainingInterrupted("train", 0)
+    resume.save_point(cfg, logger, workdir, first, "digest")
+    assert "no epoch had completed" in str(first) and "epoch is saved" not in str(first)
+    assert f"resume={logger.run_id} logger.tracking_uri={uri}" in str(first)
+    (workdir / "last.ckpt").write_bytes(b"an epoch's checkpoint")
+    later = TrainingInterrupted("train", 3)
+    resume.save_point(cfg, logger, workdir, later, "digest")
+    assert f"the last completed epoch is saved to run {logger.run_id}" in str(later)
+    refit = TrainingInterrupted("refit", 0)
+    resume.save_point(cfg, logger, workdir, refit, "digest")
+    assert "no refit epoch had completed" in str(refit)

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from recmf.config import compose
 from recmf.datasets import RawInteractions
 from recmf.errors import ConfigError
 from recmf.store import FeatureStore
-from tests.scripts import ROOT, TINY
+from tests.scripts import TINY
 
 
 def _compose(name: str, overrides: list[str], db_url: str | None = None):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
+    cfg = compose(name, overrides)
     if db_url:  # set after composing: a URL's '=' and '?' are not override grammar
         OmegaConf.update(cfg, "db.url", db_url)
     return cfg
@@ -57,7 +56,7 @@ def _recommend(served, users: list[str], extra: list[str] = ()) -> list[dict]:
     cfg = OmegaConf.merge(cfg, {"user": users})
     return [
         {"user_id": r.user_id, "path": r.path, "items": [(i.item_id, i.score) for i in r.items]}
-        for r in pipeline.recommend(cfg)
+        for r in pipeline.recommend(cfg).users
     ]
 
 
@@ -181,7 +180,8 @@ def test_run_records_its_data_as_an_mlflow_dataset_input(served, pg_url):
 
 def test_recommend_by_registered_model_uri_matches_the_run(served):
     by_run = _recommend(served, ["U1", "U2"], [f"run_id={served['run'].run_id}"])
-    by_model = _recommend(served, ["U1", "U2"], ["model=models:/recmf/latest"])
+    # registered under the store schema's name: models of different data sets never mix
+    by_model = _recommend(served, ["U1", "U2"], [f"model=models:/{served['schema']}/latest"])
     assert by_run == by_model
     from recmf.errors import RunNotFoundError
 
@@ -207,6 +207,7 @@ def _post(port: int, users: list[str], params: dict) -> list[dict]:
         return json.loads(response.read())["predictions"]
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_like_recommend(served):
     _add_user(served, "LATECOMER", ["I5", "I6", "I7"])
     port = _free_port()
@@ -224,7 +225,7 @@ def test_mlflow_models_serve_answers_like_recommend(served):
             "models",
             "serve",
             "-m",
-            "models:/recmf/latest",
+            f"models:/{served['schema']}/latest",
             "--env-manager",
             "local",
             "-h",

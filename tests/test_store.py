@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -425,3 +426,17 @@ def test_binary_copy_stream_decodes_across_arbitrary_write_boundaries():
         with pytest.raises(ValueError):
             sink.write(bad)
             sink.finish()
+
+
+def test_a_long_copy_logs_rows_copied_and_rows_per_second(store, monkeypatch, caplog):
+    import logging
+
+    from recmf.datasets import synthetic
+    from recmf.store import copy_io
+
+    monkeypatch.setattr(copy_io, "PROGRESS_EVERY_S", 0.0)  # every read counts as "a while"
+    with caplog.at_level(logging.INFO, logger="recmf"):
+        store.ingest(synthetic(200, 100, 5000, 4, 1.0, 0))
+    lines = [r.getMessage() for r in caplog.records if "rows copied" in r.getMessage()]
+    assert lines, caplog.text
+    assert re.search(r"of [\d,]+ rows copied, [\d.]+ M rows/s", lines[-1])

@@ -9,7 +9,9 @@ parent folders for that user to traverse).
 Sharing between processes: pgserver keeps the pids of its users in ``<pgdata>/.handle_pids.json``
 under an inter-process lock; the last process to let go stops the server, any other one leaves it
 running. Within one process we count handles ourselves so that closing one store does not stop
-the server under another store of the same process.
+the server under another store of the same process. A user killed outright never unregisters: a
+watcher process per data directory (:mod:`recmf.store.watcher`) stops the server once no
+registered user is alive.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from recmf.store.errors import StoreError, hide_secret, safe_url
+from recmf.store.watcher import ensure_watcher, prune_dead_users
+
+log = logging.getLogger(__name__)
 
 DRIVER = "postgresql+psycopg2"  # bulk COPY goes through psycopg2's copy_expert
 _CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the TCP default
@@ -46,11 +51,18 @@ def normalise_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception:
+        why = "" if "://" in url else " (it does not begin with a scheme and '://')"
         raise StoreError(
-            f"db.url {safe_url(url)!r} is not a database URL; expected "
+            f"db.url {safe_url(url)!r} is not a database URL{why}; expected "
             "postgresql://user:password@host:5432/dbname, or leave db.url unset to use the "
             "embedded PostgreSQL"
         ) from None
+    if "@" in (parsed.host or ""):  # the password (or user name) holds an unescaped "@"
+        raise StoreError(
+            f"db.url {safe_url(url)!r} has more than one '@' before its host, so its password "
+            "cannot be told from its host; write an '@' inside the password or user name as "
+            "%40 (and a '%' as %25), e.g. postgresql://bob:p%40ss@host:5432/dbname"
+        )
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise StoreError(
             f"db.url {safe_url(url)!r} is not a PostgreSQL URL (backend "
@@ -97,6 +109,8 @@ class EmbeddedServer:
                     # start() registers this pid with pgserver (and starts postgres if needed);
                     # called again after a release, because release unregistered the pid.
                     server.start()
+                    if cleanup_mode is not None:
+                        _watch(pgdata, server)
                 _open_handles[pgdata] = _open_handles.get(pgdata, 0) + 1
             url = server.get_uri()
         except Exception as exc:
@@ -117,8 +131,26 @@ class EmbeddedServer:
             left = _open_handles.get(self.pgdata, 1) - 1
             _open_handles[self.pgdata] = left
             if left == 0:
+                # pgserver stops postgres only if our pid is the last one listed: forget the
+                # killed users first. Its own lock object: lockf locks die with any closed fd.
+                with self._server._lock:
+                    prune_dead_users(self.pgdata)
                 # pgserver unregisters our pid and stops postgres only if no other pid uses it.
                 self._server.cleanup()
+
+
+def _watch(pgdata: Path, server: Any) -> None:
+    """Make sure a watcher stops the server if this process is killed (its atexit never runs)."""
+    try:
+        ensure_watcher(pgdata, Path(server.lock_path))
+    except Exception as exc:  # the server works without it; it may only outlive a killed user
+        log.warning(
+            "could not start the watcher of the embedded PostgreSQL under %r (%s: %s); if this "
+            "process is killed, the server runs on until the next process using it exits",
+            str(pgdata),
+            type(exc).__name__,
+            exc,
+        )
 
 
 def data_dir_path(data_dir: str | os.PathLike) -> Path:

@@ -82,11 +82,11 @@ def write_interactions(
         rows, ("int8", "int8", "float4", "int8"), nulls=[None, None, np.isnan(rows[2]), None]
     )
     if tx.is_first_load():
-        tx.copy_first_load(payload)
+        tx.copy_first_load(payload, len(rows[0]))
         added = len(rows[0])
         load_features(tx.cursor, tables, *rows)
     else:
-        added = tx.insert_new_rows(payload)
+        added = tx.insert_new_rows(payload, len(rows[0]))
         if added:
             tx.refresh_touched_features()
     log.info(
@@ -190,7 +190,7 @@ class _Transaction:
         ).scalar()
         return bool(empty and may_alter)
 
-    def copy_first_load(self, payload: bytes) -> None:
+    def copy_first_load(self, payload: bytes, n_rows: int) -> None:
         """COPY unique rows into the empty table, building its key index once afterwards.
 
         Nothing stored can conflict and the lock keeps other writers out. 0.7 s per million
@@ -198,21 +198,21 @@ class _Transaction:
         """
         table = self.q("interactions")
         self.run(f"ALTER TABLE {table} DROP CONSTRAINT {NATURAL_KEY}")
-        copy_in(self.cursor, table, _ROW_COLUMNS, payload)
+        copy_in(self.cursor, table, _ROW_COLUMNS, payload, n_rows)
         self.run(
             f"ALTER TABLE {table} ADD CONSTRAINT {NATURAL_KEY} PRIMARY KEY (user_key, item_key, ts)"
         )
         self.run(f"DELETE FROM {self.q('user_features')}")  # empty already, as interactions was
         self.run(f"DELETE FROM {self.q('item_features')}")
 
-    def insert_new_rows(self, payload: bytes) -> int:
+    def insert_new_rows(self, payload: bytes, n_rows: int) -> int:
         """Stage the rows and insert those not stored yet; returns how many were inserted."""
         table = self.q("interactions")
         self.run(
             f"CREATE TEMP TABLE {_STAGE_ROWS} "
             "(user_key int8, item_key int8, rating float4, ts int8) ON COMMIT DROP"
         )
-        copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, payload)
+        copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, payload, n_rows)
         return self.run(
             f"INSERT INTO {table} (user_key, item_key, rating, ts) "
             f"SELECT s.user_key, s.item_key, s.rating, s.ts FROM {_STAGE_ROWS} s "
