@@ -3,6 +3,7 @@ otherwise (a log file, CI, a pipe), both on stderr so that stdout holds results 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -35,15 +36,18 @@ def _stderr_bar():
     class StderrBar(TQDMProgressBar):
         """Lightning's bar, drawn on stderr (it writes to stdout by default)."""
 
-        def _to_stderr(self, bar):
-            bar.fp = sys.stderr  # tqdm writes through this handle
-            return bar
-
+        # Lightning creates each bar with file=sys.stdout, read at that moment
         def init_train_tqdm(self):
-            return self._to_stderr(super().init_train_tqdm())
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_train_tqdm()
 
         def init_validation_tqdm(self):
-            return self._to_stderr(super().init_validation_tqdm())
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_validation_tqdm()
+
+        def init_sanity_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_sanity_tqdm()
 
         def get_metrics(self, trainer, pl_module):
             metrics = super().get_metrics(trainer, pl_module)
