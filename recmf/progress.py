@@ -62,7 +62,7 @@ def format_epoch(phase: str, epoch: int, max_epochs: int, metrics: dict, seconds
     shown = [
         f"{'loss' if name.endswith('/loss') else name} {float(value):.4f}"
         for name, value in sorted(metrics.items(), key=lambda kv: not kv[0].endswith("/loss"))
-        if name.endswith("/loss") or name.startswith("val/")
+        if name.endswith("/loss") or name.startswith(("val/ndcg", "val/rmse"))  # what selects
     ]
     return f"{phase} epoch {epoch}/{max_epochs}: {', '.join(shown)} ({seconds:.1f} s)"
 

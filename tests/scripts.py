@@ -28,3 +28,15 @@ def run_script(script: str, args: list[str], cwd: Path, env: dict) -> subprocess
         text=True,
         timeout=300,
     )
+
+
+def start_script(script: str, args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    """``python scripts/<script> args`` started in ``cwd`` (text pipes), not waited for."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -12,15 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.scripts import ROOT, TINY
+from tests.scripts import ROOT, TINY, start_script
 
 DATA = [a for a in TINY if a.startswith("dataset.")]  # ingest the same rows train ingests
 
@@ -40,14 +38,7 @@ def _together(jobs: list[tuple[str, list[str]]], cwd: Path, env: dict) -> list[t
     procs = [
         (
             script,
-            subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / script), *args],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
+            start_script(script, args, cwd, env),
         )
         for script, args in jobs
     ]

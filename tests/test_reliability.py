@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +35,7 @@ from recmf.store import DataFormatError, FeatureStore, StoreError
 from recmf.store.schema import make_tables
 from recmf.store.server import EmbeddedServer, normalise_url
 from recmf.store.writer import write_interactions
-from tests.scripts import ROOT, TINY, run_script
+from tests.scripts import ROOT, TINY, run_script, start_script
 
 pytestmark = pytest.mark.slow  # real processes, kill -9, a second server: minutes
 
@@ -76,17 +75,6 @@ def script_env(cwd: Path, db_url: str | None = None) -> dict[str, str]:
     if db_url:
         env["RECMF_DATABASE_URL"] = db_url
     return env
-
-
-def start_script(script: str, args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def csv_args(path: Path, schema: str) -> list[str]:
