@@ -223,7 +223,10 @@ def serve(args: argparse.Namespace) -> int:
     if not args.tracking_uri:  # a fresh model on the synthetic data set, in its own schema
         from recmf import cli, pipeline
 
-        cfg = _compose("train", [f"logger.tracking_uri={uri}", "db.schema=bench_serve"])
+        # registered as models:/recmf/latest in the benchmark's own tracking store
+        overrides = [f"logger.tracking_uri={uri}", "db.schema=bench_serve"]
+        overrides.append("registered_model=recmf")
+        cfg = _compose("train", overrides)
         cli.run(lambda: pipeline.train(cfg))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
