@@ -140,3 +140,19 @@ def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_p
     refit = TrainingInterrupted("refit", 0)
     resume.save_point(cfg, logger, workdir, refit, "digest")
     assert "no refit epoch had completed" in str(refit)
+
+
+def test_resume_takes_the_password_from_the_same_url_given_now_and_refuses_another():
+    from recmf.errors import ConfigError
+    from recmf.resume import _with_password
+
+    saved = "postgresql+psycopg2://bob:***@db.example:5432/recs"
+    given = "postgresql+psycopg2://bob:s3cret@db.example:5432/recs"
+    assert _with_password(saved, given, "r1") == given
+    assert _with_password(None, given, "r1") is None  # the run used the embedded server
+    plain = "postgresql+psycopg2://bob@db.example:5432/recs"
+    assert _with_password(plain, None, "r1") == plain  # nothing hidden: the saved URL is whole
+    for other in (None, "postgresql+psycopg2://bob:s3cret@elsewhere:5432/recs"):
+        with pytest.raises(ConfigError, match=r"RECMF_DATABASE_URL") as err:
+            _with_password(saved, other, "r1")
+        assert "s3cret" not in str(err.value)
