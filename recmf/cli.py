@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from recmf.errors import RecmfError
-from recmf.interactions import UnknownUserError
+from recmf.data.interactions import UnknownUserError
+from recmf.errors import DataFormatError, RecmfError
 
 # Keys that moved: the one place each value is read now.
 _MOVED = {"model.latent_dim": "latent_dim", "model.loss": "loss", "model.k": "k"}
@@ -30,7 +30,7 @@ _TYPE_WORDS = {
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from recmf.store import DataFormatError, StoreError
+    from recmf.store import StoreError
 
     return (RecmfError, UnknownUserError, StoreError, DataFormatError)
 

@@ -1,5 +1,9 @@
 """User-facing errors: a script prints their message and exits non-zero, never a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class RecmfError(Exception):
     """A mistake the user can fix; the message says what, what was given, and what to do."""
@@ -21,3 +25,14 @@ class TrainingInterrupted(RecmfError):
     def __init__(self, phase: str, epoch: int, message: str = ""):
         super().__init__(message or f"training interrupted in its {phase} phase at epoch {epoch}")
         self.phase, self.epoch = phase, epoch
+
+
+class DataFormatError(ValueError):
+    """A malformed input file: names the file, the 1-based line, the value and what was expected."""
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")

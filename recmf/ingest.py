@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from recmf.datasets import load_source
+from recmf.data.sources import load_source
 from recmf.store import FeatureStore, IngestResult
 
 log = logging.getLogger("recmf")

@@ -15,10 +15,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
-from recmf.bundle import Bundle
 from recmf.config import DEFAULT_SCHEMA, validate
 from recmf.errors import ConfigError
-from recmf.training import TrainResult, load_interactions, train  # noqa: F401  (a verb too)
+from recmf.serve.bundle import Bundle
+from recmf.train import run as training
+from recmf.train.run import TrainResult
 
 log = logging.getLogger("recmf")
 
@@ -28,6 +29,12 @@ def ingest(cfg: DictConfig):
     from recmf.ingest import run_ingest
 
     return run_ingest(cfg)
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
+    """Check every value of ``cfg``, then train; see :func:`recmf.train.run.train`."""
+    validate(cfg, "train")
+    return training.train(cfg, overrides)
 
 
 def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
@@ -64,7 +71,7 @@ class EvalResult:
     source: dict = field(default_factory=dict)  # run id, store schema, data digest
 
     def header(self) -> str:
-        from recmf.recommender import source_line
+        from recmf.serve.recommender import source_line
 
         return (
             f"{source_line(self.source)}: test metrics over {self.n_users} users "
@@ -72,7 +79,7 @@ class EvalResult:
         )
 
     def table(self) -> str:
-        from recmf.report import metrics_table
+        from recmf.eval.report import metrics_table
 
         lines = [metrics_table(self.metrics, self.baseline, self.ks)]
         for key in ("rmse", "mae"):
@@ -89,16 +96,16 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     """
     import torch
 
-    from recmf.evaluation import (
+    from recmf.data.sparse import UserItems
+    from recmf.eval.metrics import METRICS
+    from recmf.eval.ranking import (
         bucket_hit_rates,
         evaluate_ranking,
         popularity_buckets,
         popularity_scores,
     )
-    from recmf.metrics import METRICS
-    from recmf.recommender import Answer
-    from recmf.report import write_report
-    from recmf.sparse import UserItems
+    from recmf.eval.report import write_report
+    from recmf.serve.recommender import Answer
 
     validate(cfg, "evaluate")
     ks = checks.positive_ints("ks", [cfg.k] if cfg.get("k") is not None else cfg.ks)
@@ -213,7 +220,7 @@ def compare(cfg: DictConfig) -> str:
         run_cfg = OmegaConf.merge(cfg, {"run_id": run_id, "compare": []})
         results.append(evaluate(run_cfg))
     ks = results[0].ks
-    from recmf.metrics import METRICS
+    from recmf.eval.metrics import METRICS
 
     header = f"{'metric':<14}" + "".join(f"{r[:8]:>12}" for r in runs) + f"{'popularity':>12}"
     lines = [
@@ -237,7 +244,7 @@ def recommend(cfg: DictConfig):
     ``db.schema`` is given. Users the model never saw are folded in from their items in the
     store, or get the popularity ranking when they have none (each answer names its path).
     """
-    from recmf.recommender import Answer, Recommender
+    from recmf.serve.recommender import Answer, Recommender
     from recmf.store import FeatureStore
 
     validate(cfg, "recommend")

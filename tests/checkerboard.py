@@ -7,8 +7,8 @@ the structure ranks it first.
 
 import numpy as np
 
-from recmf.interactions import Interactions, Vocab
-from recmf.split import Split
+from recmf.data.interactions import Interactions, Vocab
+from recmf.data.split import Split
 
 
 def checkerboard(n: int = 20) -> Split:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from recmf.datasets import csv_source, load_source, movielens_100k, synthetic
-from recmf.store import DataFormatError
+from recmf.data.sources import csv_source, load_source, movielens_100k, synthetic
+from recmf.errors import DataFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = {"user": "userId", "item": "movieId", "rating": "rating", "time": "timestamp"}

@@ -167,6 +167,7 @@ def test_evaluate_without_any_training_run_says_so(tmp_path):
     assert list(tmp_path.iterdir()) == []  # looking did not create a tracking store
 
 
+@pytest.mark.slow  # a multirun of two trainings per case
 @pytest.mark.parametrize(
     ("name", "sweep"),
     [
@@ -241,6 +242,7 @@ def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
     assert tracking.local_bundle_fast(logger, "0123456789abcdef") is None
 
 
+@pytest.mark.slow  # two more training runs
 def test_latest_run_is_the_latest_on_the_schema_asked_for(trained):
     """A newer run on another data set never answers for this one (nor for the default)."""
     from mlflow.tracking import MlflowClient

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from recmf.datasets import csv_source
-from recmf.delimited import read_columns
-from recmf.store import DataFormatError, FeatureStore, StoreError, safe_url
+from recmf.data.delimited import read_columns
+from recmf.data.sources import csv_source
+from recmf.errors import DataFormatError
+from recmf.store import FeatureStore, StoreError, safe_url
 from recmf.store.errors import hide_secret
 from recmf.store.server import normalise_url
 

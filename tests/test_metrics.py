@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from recmf.metrics import (
+from recmf.eval.metrics import (
     hit_rate_at_k,
     map_at_k,
     ndcg_at_k,

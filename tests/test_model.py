@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from recmf.bundle import Bundle
-from recmf.datamodule import InteractionsDataModule
-from recmf.evaluation import evaluate_ranking, popularity_scores, topk_chunks
-from recmf.lit_module import MFLitModule
-from recmf.model import MatrixFactorization
-from recmf.recommender import Recommender
-from recmf.sparse import UserItems
+from recmf.data.batches import InteractionsDataModule
+from recmf.data.sparse import UserItems
+from recmf.eval.ranking import evaluate_ranking, popularity_scores, topk_chunks
+from recmf.model.lit_module import MFLitModule
+from recmf.model.mf import MatrixFactorization
+from recmf.serve.bundle import Bundle
+from recmf.serve.recommender import Recommender
 from tests.checkerboard import checkerboard
 
 
@@ -142,14 +142,14 @@ def test_bundle_round_trip_and_refuses_pickled_arrays(tmp_path):
         assert torch.allclose(loaded.to_model().score_all(users), model.score_all(users))
     assert loaded.vocab.item_titles.tolist() == bundle.vocab.item_titles.tolist()
     np.savez(tmp_path / "b" / "weights.npz", user_emb=np.array([{"evil": 1}], dtype=object))
-    from recmf.bundle import BundleError
+    from recmf.serve.bundle import BundleError
 
     with pytest.raises(BundleError, match="could not be read safely"):
         Bundle.load(tmp_path / "b")
 
 
 def test_weighted_softmax_loss_ignores_zero_weight_pairs():
-    from recmf.losses import softmax_loss
+    from recmf.model.losses import softmax_loss
 
     logits = torch.randn(2, 5)
     rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 4])

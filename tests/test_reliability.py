@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from sqlalchemy.engine import make_url
 
-from recmf.datasets import RawInteractions
+from recmf.data.interactions import RawInteractions
+from recmf.errors import DataFormatError
 from recmf.ingest import run_ingest
-from recmf.store import DataFormatError, FeatureStore, StoreError
+from recmf.store import FeatureStore, StoreError
 from recmf.store.schema import make_tables
 from recmf.store.server import EmbeddedServer, normalise_url
 from recmf.store.writer import write_interactions
@@ -438,7 +439,7 @@ def test_ingest_with_a_wrong_password_exits_2_without_either_password(auth_serve
 def test_train_whose_backend_is_terminated_mid_read_exits_2_and_logs_no_run(
     pg_url, db_cfg, pg_admin, tmp_path
 ):
-    from recmf.datasets import synthetic
+    from recmf.data.sources import synthetic
 
     with FeatureStore.open(db_cfg) as store:
         store.ingest(synthetic(n_users=50, n_items=30, n_interactions=600, seed=1))

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from recmf.evaluation import BUCKETS, bucket_hit_rates, popularity_buckets
-from recmf.metrics import METRICS
-from recmf.report import write_report
-from recmf.sparse import UserItems
+from recmf.data.sparse import UserItems
+from recmf.eval.metrics import METRICS
+from recmf.eval.ranking import BUCKETS, bucket_hit_rates, popularity_buckets
+from recmf.eval.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -211,7 +211,7 @@ def test_report_data_paragraph_and_observations_read_as_sentences(tmp_path):
     ],
 )
 def test_report_observation_compares_ndcg_with_the_baseline_in_words(model, base, expected):
-    from recmf.report import observations
+    from recmf.eval.report import observations
 
     metrics = {"ndcg_at_10": model, "coverage_at_10": 0.5}
     baseline = {"ndcg_at_10": base, "coverage_at_10": 0.1}

@@ -120,8 +120,9 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(setup, sig, ph
 def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_path):
     from omegaconf import OmegaConf
 
-    from recmf import resume, tracking
+    from recmf import tracking
     from recmf.errors import TrainingInterrupted
+    from recmf.train import resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = OmegaConf.create(
@@ -144,7 +145,7 @@ def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_p
 
 def test_resume_takes_the_password_from_the_same_url_given_now_and_refuses_another():
     from recmf.errors import ConfigError
-    from recmf.resume import _with_password
+    from recmf.train.resume import _with_password
 
     saved = "postgresql+psycopg2://bob:***@db.example:5432/recs"
     given = "postgresql+psycopg2://bob:s3cret@db.example:5432/recs"

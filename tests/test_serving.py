@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from recmf.config import compose
-from recmf.datasets import RawInteractions
+from recmf.data.interactions import RawInteractions
 from recmf.errors import ConfigError
 from recmf.store import FeatureStore
 from tests.scripts import TINY
@@ -94,7 +94,7 @@ def test_each_user_is_scored_by_the_model_by_fold_in_or_by_popularity(served):
 
 
 def _bundle(served):
-    from recmf.bundle import Bundle
+    from recmf.serve.bundle import Bundle
     from recmf.tracking import download_bundle
 
     logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
@@ -104,7 +104,7 @@ def _bundle(served):
 def test_fold_in_is_one_newton_step_of_the_penalised_softmax_and_ranks_the_users_cluster():
     import torch
 
-    from recmf.fold_in import fold_in, fold_in_scores
+    from recmf.serve.fold_in import fold_in, fold_in_scores
 
     rng = np.random.default_rng(0)
     # two clusters of items along orthogonal directions, plus noise; biases favour cluster two

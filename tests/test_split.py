@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from recmf.interactions import Interactions, Vocab
-from recmf.split import temporal_split
+from recmf.data.interactions import Interactions, Vocab
+from recmf.data.split import temporal_split
 
 
 def make(users, items, times):
@@ -72,7 +72,7 @@ def test_split_rejects_bad_fractions():
 
 
 def test_recency_weights_decay_from_each_users_latest_row():
-    from recmf.split import recency_weights
+    from recmf.data.split import recency_weights
 
     data = make([0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [30, 10, 20, 5, 7])
     w = recency_weights(data, 2.0)

@@ -14,8 +14,9 @@ import pytest
 import sqlalchemy as sa
 from omegaconf import OmegaConf
 
-from recmf.datasets import RawInteractions
-from recmf.store import DataFormatError, FeatureStore, StoreError, safe_url
+from recmf.data.interactions import RawInteractions
+from recmf.errors import DataFormatError
+from recmf.store import FeatureStore, StoreError, safe_url
 from recmf.store.schema import make_tables
 from recmf.store.server import normalise_url
 
@@ -192,7 +193,7 @@ def test_feature_tables_hold_per_user_and_per_item_aggregates(store, pg_url):
 
 
 def test_first_load_features_equal_a_full_sql_recomputation(store, pg_url):
-    from recmf.datasets import synthetic
+    from recmf.data.sources import synthetic
     from recmf.store.features import refresh_features
 
     data = synthetic(n_users=60, n_items=40, n_interactions=900, seed=1)
@@ -366,7 +367,7 @@ def test_embedded_server_is_shared_by_processes_and_stopped_by_the_last(tmp_path
     second.close()
     script = (
         "import sys; from omegaconf import OmegaConf; from recmf.store import FeatureStore; "
-        "from recmf.datasets import RawInteractions; import numpy as np\n"
+        "from recmf.data.interactions import RawInteractions; import numpy as np\n"
         f"cfg = OmegaConf.create({{'url': None, 'schema': 'recmf', 'data_dir': {str(pgdata)!r}}})\n"
         "with FeatureStore.open(cfg) as s:\n"
         "    s.ingest(RawInteractions(np.array(['u2']), np.array(['b']), None, np.array([2])))\n"
@@ -431,7 +432,7 @@ def test_binary_copy_stream_decodes_across_arbitrary_write_boundaries():
 def test_a_long_copy_logs_rows_copied_and_rows_per_second(store, monkeypatch, caplog):
     import logging
 
-    from recmf.datasets import synthetic
+    from recmf.data.sources import synthetic
     from recmf.store import copy_io
 
     monkeypatch.setattr(copy_io, "PROGRESS_EVERY_S", 0.0)  # every read counts as "a while"

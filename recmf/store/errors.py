@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 # Fallbacks for strings SQLAlchemy cannot parse (or parses into a host holding "@"): they err
 # on the side of hiding too much, since the string is only shown to say it is wrong.
@@ -18,17 +17,6 @@ class StoreError(RuntimeError):
 
     ``str()`` is one paragraph: what went wrong, what was given (password hidden), what to do.
     """
-
-
-class DataFormatError(ValueError):
-    """A malformed input file: names the file, the 1-based line, the value and what was expected."""
-
-    def __init__(self, path: str | Path, problem: str, line: int | None = None):
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
-        where = f"{self.path}, line {line}" if line is not None else self.path
-        super().__init__(f"{where}: {problem}")
 
 
 def safe_url(url: str) -> str:

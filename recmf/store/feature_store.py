@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from recmf.interactions import Interactions, Vocab
+from recmf.data.interactions import Interactions, Vocab
 from recmf.store.copy_io import copy_out, copy_out_csv
 from recmf.store.db_errors import store_error
 from recmf.store.errors import StoreError, safe_url
@@ -26,7 +26,7 @@ from recmf.store.snapshot import content_hash
 from recmf.store.writer import IngestResult, write_interactions
 
 if TYPE_CHECKING:
-    from recmf.datasets import RawInteractions
+    from recmf.data.interactions import RawInteractions
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_ID_BYTES = 2048  # UTF-8; PostgreSQL's B-tree (unique index on ids) refuses entries over 2704
+from recmf.data.interactions import MAX_ID_BYTES
 
 
 def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:

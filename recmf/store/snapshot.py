@@ -12,7 +12,7 @@ import hashlib
 
 import numpy as np
 
-from recmf.interactions import Interactions
+from recmf.data.interactions import Interactions
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

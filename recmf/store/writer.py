@@ -30,7 +30,7 @@ from recmf.store.rows import factorize, sort_unique_rows
 from recmf.store.schema import NATURAL_KEY, StoreTables
 
 if TYPE_CHECKING:
-    from recmf.datasets import RawInteractions
+    from recmf.data.interactions import RawInteractions
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from recmf import resume, tracking
-from recmf.bundle import Bundle
+from recmf import tracking
+from recmf.data.interactions import Interactions
+from recmf.data.split import temporal_split
 from recmf.errors import ConfigError, TrainingInterrupted
-from recmf.interactions import Interactions
-from recmf.split import temporal_split
+from recmf.serve.bundle import Bundle
+from recmf.train import resume
 
 log = logging.getLogger("recmf")
 
@@ -45,7 +46,7 @@ class TrainResult:
 
 def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
     """Read the store's interactions (ingesting the configured data set into an empty store)."""
-    from recmf.datasets import load_source
+    from recmf.data.sources import load_source
     from recmf.store import FeatureStore
 
     with FeatureStore.open(cfg.db) as store:
@@ -80,9 +81,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
     config except for the keys in ``overrides`` (the command line's ``key=value`` items; by
     default those Hydra recorded for this job).
     """
-    from recmf.config import validate
-
-    validate(cfg, "train")
     resume_state, resume_run = None, None
     if cfg.get("resume"):
         cfg, resume_run, resume_state = resume.load_point(cfg, CHECKPOINT_ROOT, overrides)
@@ -103,9 +101,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
             "out a validation period (each user needs at least 6 interactions with the default "
             "split fractions). Ingest more data or lower split.val_fraction/split.test_fraction."
         )
-    from recmf.fitting import StopOnSignal, fit_select_refit, quiet_lightning
-    from recmf.fold_in import tune as tune_fold_in
-    from recmf.serving import log_model, store_config
+    from recmf.serve import pyfunc
+    from recmf.tracking.models import ServedModel, log_model
+    from recmf.train.fitting import StopOnSignal, fit_select_refit, quiet_lightning
+    from recmf.train.fold_in_tuning import tune as tune_fold_in
 
     quiet_lightning()
     logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"}, run_id=resume_run)
@@ -182,8 +181,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
                 logger.run_id,
                 cfg.logger.tracking_uri,
                 bundle_dir,
-                store_config(OmegaConf.merge(cfg.db, {"schema": snapshot["schema"]})),
+                pyfunc.store_config(OmegaConf.merge(cfg.db, {"schema": snapshot["schema"]})),
                 None if in_sweep else cfg.get("registered_model"),
+                ServedModel(pyfunc.ENTRY, pyfunc.COLUMNS, pyfunc.TYPES, pyfunc.REQUIREMENTS),
             )
         logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
         shutil.rmtree(workdir, ignore_errors=True)  # logged above; only a resume needs them here

@@ -14,9 +14,9 @@ import re
 from numbers import Integral
 from pathlib import Path
 
-from recmf.metrics import METRICS
-from recmf.report_plots import LABELS as _LABELS
-from recmf.report_plots import plot_buckets, plot_curves, plot_learning
+from recmf.eval.metrics import METRICS
+from recmf.eval.report_plots import LABELS as _LABELS
+from recmf.eval.report_plots import plot_buckets, plot_curves, plot_learning
 
 CURVES_PNG = "ranking_curves.png"
 BUCKETS_PNG = "bucket_hit_rate.png"
@@ -233,7 +233,7 @@ def write_report(
 
     Args:
         buckets: ``{"k": k, "model": ..., "popularity": ...}``, each a result of
-            :func:`recmf.evaluation.bucket_hit_rates`; None leaves the section out.
+            :func:`recmf.eval.ranking.bucket_hit_rates`; None leaves the section out.
         histories: ``{metric: [(step, value), ...]}`` of the training run (see
             :func:`recmf.tracking.metric_histories`); None when there is no run (a bundle folder).
 

@@ -12,46 +12,24 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recmf.delimited import id_column, rating_column, read_columns, time_column, title_column
-from recmf.errors import ConfigError
-from recmf.store.errors import DataFormatError
-from recmf.synthetic import synthetic
+from recmf.data.delimited import (
+    id_column,
+    rating_column,
+    read_columns,
+    time_column,
+    title_column,
+)
+from recmf.data.interactions import RawInteractions
+from recmf.data.synthetic import synthetic
+from recmf.errors import ConfigError, DataFormatError
 
 SOURCES = ("synthetic", "movielens-100k", "csv")
 __all__ = ["SOURCES", "RawInteractions", "load_source", "synthetic", "movielens_100k", "csv_source"]
-
-
-@dataclass
-class RawInteractions:
-    """Interactions as a source delivers them, aligned by position."""
-
-    user_id: np.ndarray  # (n,) str (object or unicode dtype), verbatim external ids
-    item_id: np.ndarray  # (n,) str
-    rating: np.ndarray | None  # (n,) float64, NaN where a row has none; None: source has none
-    timestamp: np.ndarray  # (n,) int64 unix seconds
-    item_titles: dict[str, str] = field(default_factory=dict)  # item_id -> title, may be empty
-    source: str = ""  # human description, no secrets
-
-    def __post_init__(self) -> None:
-        self.timestamp = np.asarray(self.timestamp, dtype=np.int64)
-        if self.rating is not None:
-            self.rating = np.asarray(self.rating, dtype=np.float64)
-        n = len(self.user_id)
-        for name in ("item_id", "timestamp") + (("rating",) if self.rating is not None else ()):
-            if len(getattr(self, name)) != n:
-                raise ConfigError(
-                    f"RawInteractions.{name} has {len(getattr(self, name))} rows, "
-                    f"user_id has {n}; every column needs one value per row"
-                )
-
-    def __len__(self) -> int:
-        return len(self.user_id)
 
 
 def load_source(dataset_cfg: Any) -> RawInteractions:

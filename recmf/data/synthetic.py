@@ -7,14 +7,10 @@ not trivial. Deterministic for a seed; 60k rows take well under a second.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from recmf.data.interactions import RawInteractions
 from recmf.errors import ConfigError
-
-if TYPE_CHECKING:
-    from recmf.datasets import RawInteractions
 
 _GENRES = (
     "action",
@@ -48,8 +44,6 @@ def synthetic(
     ``n_interactions``. Ratings 1-5 follow taste plus noise; times increase per user in a random
     order of the user's items. Ids are ``U1..Un`` and ``I1..In``.
     """
-    from recmf.datasets import RawInteractions  # here: datasets imports this module
-
     if n_users < 1 or n_items < 5 or rank < 1 or n_interactions < 5 * n_users:
         raise ConfigError(
             f"synthetic data needs n_users >= 1, n_items >= 5, rank >= 1 and "

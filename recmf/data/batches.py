@@ -11,9 +11,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from recmf.losses import USER_BATCHED
-from recmf.sparse import UserItems
-from recmf.split import Split, recency_weights
+from recmf.checks import USER_BATCHED
+from recmf.data.sparse import UserItems
+from recmf.data.split import Split, recency_weights
 
 
 class _Epochs:
@@ -120,7 +120,7 @@ class InteractionsDataModule(L.LightningDataModule):
         eval_chunk_size: Users per validation chunk.
         seed: Seeds the per-epoch permutations and negatives.
         recency: Weighs each user's training rows by ``exp(-recency * age)``, age 0 for the
-            latest and 1 for the oldest (see :func:`recmf.split.recency_weights`); 0 = equal.
+            latest and 1 for the oldest (see :func:`recmf.data.split.recency_weights`); 0 = equal.
     """
 
     def __init__(

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from recmf import progress
+from recmf.data.interactions import Interactions
+from recmf.data.split import Split
 from recmf.errors import TrainingInterrupted
-from recmf.interactions import Interactions
-from recmf.model import MatrixFactorization
-from recmf.split import Split
+from recmf.model.mf import MatrixFactorization
+from recmf.train import progress
 
 
 @dataclass
@@ -68,8 +68,8 @@ def _fit(
     import hydra
     import lightning as L
 
-    from recmf.datamodule import InteractionsDataModule
-    from recmf.lit_module import MFLitModule
+    from recmf.data.batches import InteractionsDataModule
+    from recmf.model.lit_module import MFLitModule
 
     m = cfg.model
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -210,7 +210,7 @@ def fit_select_refit(
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from recmf.lit_module import MFLitModule
+    from recmf.model.lit_module import MFLitModule
 
     monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
     phase = resume["phase"] if resume else "train"

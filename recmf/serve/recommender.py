@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from recmf.bundle import Bundle
-from recmf.fold_in import FOLD_IN_DEFAULTS, fold_in, fold_in_scores
+from recmf.serve.bundle import Bundle
+from recmf.serve.fold_in import FOLD_IN_DEFAULTS, fold_in, fold_in_scores
 
 
 @dataclass

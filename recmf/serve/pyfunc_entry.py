@@ -1,6 +1,6 @@
 """Entry file of recmf's MLflow model ("models from code": MLflow runs this file, no pickle).
 
-See :mod:`recmf.serving`. Input: a table with a ``user_id`` column; params ``k`` (default 10)
+See :mod:`recmf.serve.pyfunc`. Input: a table with a ``user_id`` column; params ``k`` (default 10)
 and ``exclude_seen`` (default true).
 """
 
@@ -11,7 +11,7 @@ import warnings
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-from recmf.serving import RecmfModel
+from recmf.serve.pyfunc import RecmfModel
 
 # MLflow's advice to add type hints: the signature is given explicitly when the model is logged
 warnings.filterwarnings("ignore", message=".*type hints.*")

@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recmf.errors import ConfigError
-from recmf.store.errors import DataFormatError
-from recmf.store.rows import MAX_ID_BYTES
+from recmf.data.interactions import MAX_ID_BYTES
+from recmf.errors import ConfigError, DataFormatError
 
 # ASCII digits only, as arrow's casts: to Python's re, "١" (Arabic-Indic one) is a digit too.
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recmf.interactions import Interactions
+from recmf.data.interactions import Interactions
 
 
 @dataclass(frozen=True)

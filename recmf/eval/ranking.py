@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from recmf.metrics import METRICS, ranking_metrics
-from recmf.sparse import UserItems
+from recmf.data.sparse import UserItems
+from recmf.eval.metrics import METRICS, ranking_metrics
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # users (B,) -> scores (B, n_items)
 

@@ -1,7 +1,7 @@
 """The model bundle: weights, id vocabulary, config and the saved split, as npz + JSON, no pickle.
 
 Loading needs numpy only (recommendation scores with numpy); :meth:`Bundle.to_model` builds the
-torch :class:`~recmf.model.MatrixFactorization` for evaluation, still without Lightning.
+torch :class:`~recmf.model.mf.MatrixFactorization` for evaluation, still without Lightning.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recmf.data.interactions import Vocab
 from recmf.errors import RecmfError
-from recmf.interactions import Vocab
 
 FORMAT = "recmf-bundle/1"
 _FILES = ("meta.json", "weights.npz", "vocab.npz", "split.npz")
@@ -35,7 +35,7 @@ class Bundle:
 
     @classmethod
     def from_model(cls, model, vocab: Vocab, split, meta: dict) -> Bundle:
-        """Capture a trained torch model, its vocabulary and the :class:`~recmf.split.Split`."""
+        """A trained torch model, its vocabulary and its :class:`~recmf.data.split.Split`."""
         state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         weights = {k.removesuffix(".weight"): v.astype(np.float32) for k, v in state.items()}
         arrays = {}
@@ -107,7 +107,7 @@ class Bundle:
         """The torch model with these weights (imports torch, not Lightning)."""
         import torch
 
-        from recmf.model import MatrixFactorization
+        from recmf.model.mf import MatrixFactorization
 
         model = MatrixFactorization(**self.meta["hparams"])
         state = {

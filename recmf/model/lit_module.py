@@ -5,13 +5,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from recmf import losses
-from recmf.evaluation import MetricAccumulator, topk_chunks
-from recmf.model import MatrixFactorization
+from recmf.eval.ranking import MetricAccumulator, topk_chunks
+from recmf.model import losses
+from recmf.model.mf import MatrixFactorization
 
 
 class MFLitModule(L.LightningModule):
-    """Trains a :class:`MatrixFactorization` with one of :data:`recmf.losses.LOSSES`.
+    """Trains a :class:`MatrixFactorization` with one of :data:`recmf.model.losses.LOSSES`.
 
     Args:
         model: The torch model (kept apart from Lightning so it loads without it).

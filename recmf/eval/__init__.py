@@ -1,0 +1,1 @@
+"""Pinned metrics, ranking every item for chunks of users, and the evaluation report."""

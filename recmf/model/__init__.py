@@ -1,0 +1,1 @@
+"""The torch model (``MatrixFactorization``), its losses, and the LightningModule that trains it."""
