@@ -106,7 +106,12 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
     if not isinstance(exc, HydraException | OmegaConfBaseException):
         return None
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
-    help_line = f"`python scripts/{script} --cfg job` prints every key and its current value."
+    help_line = (
+        f"`python scripts/{script} --cfg job` prints every key and its current value."
+        if script.endswith(".py")
+        else "configs/train.yaml lists every key."
+    )
+    where = f"scripts/{script}" if script.endswith(".py") else script
     named = re.search(r"override '?([^'\s=]+)", str(exc))
     key = getattr(cause, "full_key", None) or (named.group(1).rstrip(".") if named else None)
     typed = _typed(str(key)) if key else None
@@ -124,7 +129,7 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
         options = [o for o in exc.options or [] if not o.endswith("_schema")]
         given = _typed(group) or exc.missing_cfg_file
         return (
-            f"{given} names no config of scripts/{script}"
+            f"{given} names no config of {where}"
             + (f"; the options of {group} are {', '.join(options)}" if options else "")
             + f". Pass one of them, e.g. {group}={options[0] if options else '...'}."
         )
@@ -132,11 +137,11 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
         moved = _MOVED.get(str(key))
         if moved:
             return (
-                f"{key} is not a config key of scripts/{script} (given {typed or key}): that "
+                f"{key} is not a config key of {where} (given {typed or key}): that "
                 f"value is set once, at the top level. Pass {moved}=... instead. {help_line}"
             )
         return (
-            f"unknown config key {key!r} (given {typed or key}) for scripts/{script}. Check its "
+            f"unknown config key {key!r} (given {typed or key}) for {where}. Check its "
             f"spelling and group. {help_line}"
         )
     if cause is not None and type(cause).__name__ == "ValidationError":
@@ -155,4 +160,4 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
             f"command line (Hydra's words: {msg.rstrip('.')}). {help_line}"
         )
     text = " ".join(str(exc).split())
-    return f"the configuration of scripts/{script} could not be built: {text}. {help_line}"
+    return f"the configuration of {where} could not be built: {text}. {help_line}"

@@ -17,7 +17,7 @@ LAYERS = [
     ("recmf.model",),
     ("recmf.serve",),
     ("recmf.train",),
-    ("recmf.config", "recmf.cli", "recmf.ingest", "recmf.pipeline"),  # the wiring
+    ("recmf.config", "recmf.cli", "recmf.ingest", "recmf.pipeline", "recmf.api"),  # the wiring
 ]
 # MLflow runs this file to build the served model: it must subclass MLflow's PythonModel
 MLFLOW_ENTRY = "recmf.serve.pyfunc_entry"

@@ -1,0 +1,258 @@
+"""The Python API: train on a pandas DataFrame or on the store, then recommend, evaluate, save.
+
+    import recmf
+    model = recmf.fit(df, latent_dim=32)          # columns user, item, and optionally rating, time
+    model.recommend("U1", k=10)                   # a DataFrame: user_id, rank, item_id, title, ...
+    model.evaluate()                              # test metrics on its own held-out split
+    model.save("my-model"); recmf.load("my-model")
+
+No Hydra, no MLflow run: the same split, training procedure and bundle as ``scripts/train.py``,
+with the configuration's defaults (``configs/``) for every value not given here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recmf.data.interactions import Interactions, RawInteractions, Vocab
+from recmf.data.split import Split, temporal_split
+from recmf.errors import ConfigError
+from recmf.serve.bundle import Bundle
+
+_COLUMNS = ("user", "item", "rating", "time")
+_TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress")
+_TRAINER = ("max_epochs", "accelerator", "devices")
+
+
+def fit(
+    data: Any,
+    *,
+    latent_dim: int = 64,
+    k: int = 10,
+    loss: str = "softmax",
+    max_epochs: int = 200,
+    progress: str = "none",
+    **params: Any,
+) -> Model:
+    """Train a model on ``data``: a pandas DataFrame with columns ``user``, ``item`` and, when
+    known, ``rating`` and ``time`` (unix seconds; without it the row order is the time order).
+
+    Args:
+        data: The interactions.
+        latent_dim: Embedding width.
+        k: Cut-off of the validation NDCG@k that selects the epoch.
+        loss: ``softmax``, ``bpr``, ``bce`` or ``mse``.
+        max_epochs: Upper bound; early stopping on validation usually ends sooner.
+        progress: ``none`` (default here), ``lines`` (log lines) or ``bar``.
+        **params: Any other key of ``configs/train.yaml``: top-level (``seed``, ``patience``,
+            ``refit``), a trainer key (``accelerator``, ``devices``), or a model key (``lr``,
+            ``reg``, ``recency``, ``batch_size``, ...).
+
+    Raises:
+        ConfigError: a value out of range or of the wrong type, or a frame without the columns.
+    """
+    raw = _raw_from_frame(data)
+    return _fit(
+        _interactions(raw),
+        dict(params, latent_dim=latent_dim, k=k, loss=loss, max_epochs=max_epochs),
+        progress,
+    )
+
+
+def fit_store(
+    schema: str = "recmf",
+    *,
+    url: str | None = None,
+    data_dir: str = ".recmf/pgdata",
+    **params: Any,
+) -> Model:
+    """Train on the interactions a store schema holds (``url``: any PostgreSQL; default: the
+    embedded server under ``data_dir``); other arguments as :func:`fit`."""
+    from recmf.store import FeatureStore
+
+    with FeatureStore.open(_Db(url, schema, data_dir), create=False) as store:
+        data = store.read_interactions()
+    progress = params.pop("progress", "none")
+    return _fit(data, params, progress)
+
+
+def load(directory: str | Path) -> Model:
+    """A model saved with :meth:`Model.save`."""
+    directory = Path(directory)
+    bundle = Bundle.load(directory / "bundle")
+    with np.load(directory / "history.npz", allow_pickle=False) as z:
+        history = (z["user_idx"], z["item_idx"])
+    return Model(bundle, history, None)
+
+
+@dataclass
+class _Db:  # what FeatureStore.open reads
+    url: str | None
+    schema: str
+    data_dir: str
+
+
+@dataclass
+class Model:
+    """A trained model with what it needs to answer: the bundle, each user's known items, and
+    (after :func:`fit`) the split it was selected and tested on."""
+
+    bundle: Bundle
+    history: tuple[np.ndarray, np.ndarray]  # (user_idx, item_idx) of every known interaction
+    split: Split | None
+
+    def recommend(self, users: str | list[str], k: int = 10, exclude_seen: bool = True):
+        """Top-``k`` items for each user as a DataFrame (``user_id, rank, item_id, title, score,
+        path``); a user the model never saw gets the popularity ranking (``path``)."""
+        import pandas as pd
+
+        from recmf.checks import positive_int, user_list
+        from recmf.serve.recommender import Recommender
+
+        users = user_list(users)
+        positive_int("k", k)
+        vocab = self.bundle.vocab
+        known = [u for u in users if vocab.has_user(u)]
+        rows = np.isin(self.history[0], vocab.user_idx(known)) if known else []
+        seen: dict[str, list[str]] = {u: [] for u in users}
+        for u, i in zip(self.history[0][rows], self.history[1][rows], strict=True):
+            seen[str(vocab.user_ids[u])].append(str(vocab.item_ids[i]))
+        recs = Recommender(self.bundle).recommend(users, k, seen, exclude_seen=exclude_seen)
+        return pd.DataFrame(
+            [
+                (r.user_id, rank, item.item_id, item.title, item.score, r.path)
+                for r in recs
+                for rank, item in enumerate(r.items, 1)
+            ],
+            columns=["user_id", "rank", "item_id", "title", "score", "path"],
+        )
+
+    def evaluate(self, ks: tuple[int, ...] | list[int] = (5, 10, 20)) -> dict[str, float]:
+        """Test metrics (``ndcg_at_10``, ...) on the held-out split, with the popularity
+        baseline's under ``baseline/``; train and validation items are excluded."""
+        import torch
+
+        from recmf.checks import positive_ints
+        from recmf.data.sparse import UserItems
+        from recmf.eval.ranking import evaluate_ranking, popularity_scores
+
+        if self.split is None:
+            raise ConfigError(
+                "this model was loaded from disk without its split, so it has no held-out test "
+                "set to evaluate on; evaluate the model returned by recmf.fit instead"
+            )
+        ks = positive_ints("ks", ks)
+        s, n_users, n_items = self.split, self.bundle.vocab.n_users, self.bundle.vocab.n_items
+        seen_u = np.concatenate([s.train.user_idx, s.val.user_idx])
+        seen_i = np.concatenate([s.train.item_idx, s.val.item_idx])
+        seen = UserItems.from_pairs(seen_u, seen_i, n_users)
+        truth = UserItems.from_pairs(s.test.user_idx, s.test.item_idx, n_users)
+        model = self.bundle.to_model()
+        with torch.no_grad():
+            metrics, _ = evaluate_ranking(model.score_all, truth, seen, ks, n_items)
+            pop = popularity_scores(torch.from_numpy(seen_i), n_items)
+            baseline, _ = evaluate_ranking(pop, truth, seen, ks, n_items)
+        return {**metrics, **{f"baseline/{key}": v for key, v in baseline.items()}}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle and the known interactions (npz + JSON, no pickle)."""
+        directory = Path(directory)
+        self.bundle.save(directory / "bundle")
+        np.savez(directory / "history.npz", user_idx=self.history[0], item_idx=self.history[1])
+        return directory
+
+
+def _raw_from_frame(df: Any) -> RawInteractions:
+    missing = [c for c in ("user", "item") if c not in getattr(df, "columns", ())]
+    if missing:
+        raise ConfigError(
+            f"recmf.fit needs a pandas DataFrame with columns user and item (and optionally "
+            f"rating, time); got {type(df).__name__} with columns "
+            f"{list(getattr(df, 'columns', []))}. Rename the columns, e.g. "
+            "df.rename(columns={'userId': 'user', 'movieId': 'item'})."
+        )
+    n = len(df)
+    time = df["time"].to_numpy(np.int64) if "time" in df else np.arange(n, dtype=np.int64)
+    rating = df["rating"].to_numpy(np.float64) if "rating" in df else None
+    return RawInteractions(
+        df["user"].astype(str).to_numpy(object),
+        df["item"].astype(str).to_numpy(object),
+        rating,
+        time,
+        source="a DataFrame",
+    )
+
+
+def _interactions(raw: RawInteractions) -> Interactions:
+    """Ids to positions (first appearance order); repeated (user, item, time): the first kept."""
+    import pandas as pd
+
+    users, user_ids = pd.factorize(raw.user_id)
+    items, item_ids = pd.factorize(raw.item_id)
+    rating = raw.rating if raw.rating is not None else np.full(len(raw), np.nan)
+    frame = pd.DataFrame({"u": users, "i": items, "t": raw.timestamp, "r": rating})
+    frame = frame.drop_duplicates(["u", "i", "t"], keep="first")
+    vocab = Vocab(np.asarray(user_ids), np.asarray(item_ids), np.full(len(item_ids), ""))
+    return Interactions(
+        frame["u"].to_numpy(np.int64),
+        frame["i"].to_numpy(np.int64),
+        frame["r"].to_numpy(np.float32),
+        frame["t"].to_numpy(np.int64),
+        vocab,
+    )
+
+
+def _overrides(params: dict[str, Any]) -> list[str]:
+    """Keyword arguments as Hydra overrides of ``configs/train.yaml`` (values quoted as text
+    where Hydra would read them otherwise)."""
+    out = []
+    for key, value in params.items():
+        path = key if key in _TOP_LEVEL else f"trainer.{key}" if key in _TRAINER else f"model.{key}"
+        text = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+        out.append(f"{path}={text}")
+    return out
+
+
+def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from recmf.cli import config_error_message
+    from recmf.config import compose, validate
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.fold_in_tuning import tune
+
+    try:
+        cfg = compose("train", [*_overrides(params), f"progress={progress}"])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(config_error_message(exc, "recmf.fit")) from None
+    validate(cfg, "train")
+    split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise ConfigError(
+            f"{len(data)} interactions of {data.n_users} users are too few to hold out a "
+            "validation period (each user needs at least 6 with the default split fractions)"
+        )
+    quiet_lightning()  # its banners and tips; the API reports through its return value
+    with tempfile.TemporaryDirectory(prefix="recmf-fit-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = fit_select_refit(cfg, split, False, Path(tmp))
+    meta = {
+        "loss": cfg.loss,
+        "k": cfg.k,
+        "refit": bool(cfg.refit),
+        "run_id": None,
+        "best_epoch": fitted.best_epoch,
+        "monitor": fitted.monitor,
+        "best_val": fitted.best_val,
+        "split": split.sizes(),
+    }
+    bundle = Bundle.from_model(fitted.model, data.vocab, split, meta)
+    bundle.meta["fold_in"] = tune(fitted.selected_weights or bundle.weights, split, cfg.k)
+    return Model(bundle, (data.user_idx, data.item_idx), split)

@@ -1,0 +1,73 @@
+"""The Python API: the README's example runs as written; fit, recommend, evaluate, save, load."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.scripts import ROOT
+
+
+def _readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_api_readme_example_runs_and_is_short(tmp_path, monkeypatch):
+    code = _readme_example()
+    assert len(code.strip().splitlines()) <= 15
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # its own assert: loaded == trained
+    assert (tmp_path / "my-model" / "bundle" / "weights.npz").is_file()
+    recs = scope["model"].recommend(["U1", "NOBODY"], k=5)
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "title", "score", "path"]
+    assert set(recs.loc[recs.user_id == "NOBODY", "path"]) == {"popularity"}
+    metrics = scope["model"].evaluate(ks=[10])
+    assert metrics["ndcg_at_10"] > metrics["baseline/ndcg_at_10"]  # planted taste is learned
+
+
+def _parity_frame(n: int = 40, unseen: int = 4) -> pd.DataFrame:
+    """Users like the items of their parity: each has all but ``unseen`` of them, in a seeded
+    random time order; the right recommendation for a user is one of their unseen ones."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(n):
+        liked = [i for i in range(n) if i % 2 == u % 2]
+        rng.shuffle(liked)
+        rows += [(f"U{u}", f"I{i}", t) for t, i in enumerate(liked[: len(liked) - unseen])]
+    return pd.DataFrame(rows, columns=["user", "item", "time"])
+
+
+def test_api_recommends_unseen_items_of_the_users_taste():
+    from recmf import api
+
+    df = _parity_frame()
+    model = api.fit(df, latent_dim=8, max_epochs=40, loss="bpr", lr=0.05, patience=40)
+    for user in ("U0", "U1"):
+        recs = model.recommend(user, k=3)
+        seen = set(df.loc[df.user == user, "item"])
+        assert not seen & set(recs.item_id)
+        parity = int(user[1:]) % 2
+        assert all(int(item[1:]) % 2 == parity for item in recs.item_id), recs
+        assert np.all(np.diff(recs.score.to_numpy()) <= 0)
+    assert set(model.recommend("U0", k=3, exclude_seen=False).item_id) <= set(
+        f"I{i}" for i in range(0, 40, 2)
+    )
+
+
+def test_api_refuses_a_frame_without_columns_and_bad_values():
+    from recmf import api
+    from recmf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="columns user and item"):
+        api.fit(pd.DataFrame({"userId": ["a"], "movieId": ["b"]}))
+    df = pd.DataFrame({"user": ["a"] * 10, "item": [f"i{j}" for j in range(10)]})
+    with pytest.raises(ConfigError, match="model.lr must be a number > 0"):
+        api.fit(df, lr=-1)
+    with pytest.raises(ConfigError, match="unknown config key 'model.nosuch'"):
+        api.fit(df, nosuch=1)
