@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_common import ROOT, save
+from bench_common import ROOT, save, spread
 
 # The entry point whose hidden ``_train`` command runs :func:`train_child`.
 BENCHMARK = Path(__file__).resolve().with_name("benchmark.py")
@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.store_rows:
         out["store"] = s = bench_speed_store.store_io(db, args.store_rows)
         print(
-            f"store, {s['rows']:,} rows: read {s['read_rows_per_s'] / 1e6:.2f} M rows/s vs "
-            f"psql \\copy binary {s['psql_copy_binary_rows_per_s'] / 1e6:.2f} M rows/s "
-            f"({s['read_vs_ceiling']:.0%} of the ceiling); ingest "
+            f"store, {s['rows']:,} rows: read {s['read_rows_per_s'] / 1e6:.2f} M rows/s "
+            f"{spread(s['read_runs_seconds'])} vs psql COPY binary (timed in its session) "
+            f"{s['psql_copy_binary_rows_per_s'] / 1e6:.2f} M rows/s "
+            f"{spread(s['psql_runs_seconds'])} ({s['read_vs_ceiling']:.0%} of the ceiling); ingest "
             f"{s['ingest_rows_per_s'] / 1e6:.2f} M rows/s",
             flush=True,
         )
@@ -75,26 +76,14 @@ def run(args: argparse.Namespace) -> int:
     for rows in args.train_rows:
         for loss in args.losses:
             batch = args.user_batch if loss == "softmax" else args.batch
-            cmd = [
-                sys.executable,
-                str(BENCHMARK),
-                "_train",
-                str(rows),
-                loss,
-                str(batch),
-                device,
-                str(args.dim),
-                args.catalogue,
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            t = json.loads(proc.stdout.strip().splitlines()[-1])
+            t = _training(rows, loss, batch, device, args)
             out["training"].append(t)
             print(
                 f"train {loss}, {rows:,} rows ({t['users']:,} users x {t['items']:,} items), "
-                f"batch {batch}: recmf "
-                f"{t['recmf_epoch_seconds']:.2f} s/epoch vs plain loop "
-                f"{t['reference_epoch_seconds']:.2f} s ({t['ratio']:.2f}x), peak RSS "
-                f"{t['peak_rss_gib']:.2f} GiB",
+                f"batch {batch}: recmf {spread(t['recmf_runs_seconds'])}/epoch, peak RSS "
+                f"{t['recmf_peak_rss_gib']:.2f} GiB vs plain loop "
+                f"{spread(t['reference_runs_seconds'])}, peak RSS "
+                f"{t['reference_peak_rss_gib']:.2f} GiB ({t['ratio']:.2f}x)",
                 flush=True,
             )
     if args.eval_users:
@@ -109,16 +98,18 @@ def run(args: argparse.Namespace) -> int:
         )
         out["evaluation"] = e
         print(
-            f"evaluate {e['users']:,} users x {e['items']:,} items, top-20: recmf "
-            f"{e['recmf_seconds']:.2f} s vs bare matmul+topk {e['bare_matmul_topk_seconds']:.2f}"
-            f" s ({e['ratio']:.2f}x)",
+            f"evaluate {e['ranked_users']:,} users (those with test items) x {e['items']:,} "
+            f"items, top-20: recmf {spread(e['recmf_runs_seconds'])} vs bare matmul+topk of "
+            f"the same users {spread(e['bare_runs_seconds'])} ({e['ratio']:.2f}x)",
             flush=True,
         )
     if args.recommend:
         out["recommend"] = r = _recommend_speed(db)
         print(
-            f"recommend CLI {r['recommend_cli_seconds']:.2f} s vs import torch "
-            f"{r['import_torch_seconds']:.2f} s ({r['ratio']:.2f}x); in-process top-10 "
+            f"recommend CLI median {r['recommend_cli_seconds']:.2f} s (runs "
+            f"{min(r['cli_runs_seconds']):.2f}-{max(r['cli_runs_seconds']):.2f}) vs import torch "
+            f"median {r['import_torch_seconds']:.2f} s (runs {min(r['torch_runs_seconds']):.2f}-"
+            f"{max(r['torch_runs_seconds']):.2f}) ({r['ratio']:.2f}x); in-process top-10 "
             f"{r['top_k_one_user_ms']:.2f} ms",
             flush=True,
         )
@@ -154,11 +145,32 @@ def _recommend_speed(db) -> dict:
     return out
 
 
-def train_child(argv: list[str]) -> int:
-    """One training measurement in its own process, so its peak memory is its own.
+def _training(rows: int, loss: str, batch: int, device: str, args) -> dict:
+    """recmf and the plain loop, each in processes of its own (so each peak memory is its own),
+    alternating recmf, loop, recmf, loop; the best epoch of each side and all its runs."""
+    runs: dict[str, list[dict]] = {"recmf": [], "reference": []}
+    for _ in range(2):
+        for side in runs:
+            cmd = [sys.executable, str(BENCHMARK), "_train", str(rows), loss, str(batch)]
+            cmd += [device, str(args.dim), args.catalogue, side]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    first = runs["recmf"][0]
+    out = {k: first[k] for k in ("rows", "loss", "batch", "device", "users", "items", "dim")}
+    for side, results in runs.items():
+        out[f"{side}_runs_seconds"] = [r["epoch_seconds"] for r in results]
+        out[f"{side}_epoch_seconds"] = min(out[f"{side}_runs_seconds"])
+        out[f"{side}_peak_rss_gib"] = max(r["peak_rss_gib"] for r in results)
+    out["ratio"] = out["recmf_epoch_seconds"] / out["reference_epoch_seconds"]
+    out["recmf_samples_per_s"] = rows / out["recmf_epoch_seconds"]
+    return out
 
-    ``argv``: rows, loss, batch, device, dim, catalogue (``movielens`` or ``fixed``); prints
-    the result as one JSON line, which :func:`run` reads.
+
+def train_child(argv: list[str]) -> int:
+    """One side's training measurement in its own process, so its peak memory is its own.
+
+    ``argv``: rows, loss, batch, device, dim, catalogue (``movielens`` or ``fixed``), side
+    (``recmf`` or ``reference``); prints the result as one JSON line, which :func:`run` reads.
     """
     import bench_speed_lib as sp
 
@@ -167,7 +179,7 @@ def train_child(argv: list[str]) -> int:
         n_users, n_items = 137_931, 27_027
     else:  # MovieLens-20M's shape: the catalogue grows with the interactions
         n_users, n_items = max(100, rows // 145), max(50, rows // 740)
-    result = sp.training(rows, n_users, n_items, dim, batch, loss, device)
+    result = sp.training(rows, n_users, n_items, dim, batch, loss, device, argv[6])
     result.update(users=n_users, items=n_items, dim=dim)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
     status = Path("/proc/self/status").read_text()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import best_of
+from bench_common import best_of, interleaved
 
 
 def _synthetic_indices(n_rows: int, n_users: int, n_items: int, seed: int):
@@ -128,24 +128,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def training(n_rows, n_users, n_items, dim, batch, loss, device, seed=0) -> dict:
+def training(n_rows, n_users, n_items, dim, batch, loss, device, side, seed=0) -> dict:
+    """One side's epoch time (recmf or the plain-loop reference), on the seeded data."""
     users, items = _synthetic_indices(n_rows, n_users, n_items, seed)
-    ref = reference_epoch(users, items, n_users, n_items, dim, batch, loss, device)
-    ours = recmf_epoch(users, items, n_users, n_items, dim, batch, loss, device)
-    return {
-        "rows": n_rows,
-        "loss": loss,
-        "batch": batch,
-        "device": device,
-        "recmf_epoch_seconds": ours,
-        "reference_epoch_seconds": ref,
-        "ratio": ours / ref,
-        "recmf_samples_per_s": n_rows / ours,
-    }
+    epoch = recmf_epoch if side == "recmf" else reference_epoch
+    seconds = epoch(users, items, n_users, n_items, dim, batch, loss, device)
+    return {"rows": n_rows, "loss": loss, "batch": batch, "device": device, "side": side,
+            "epoch_seconds": seconds}  # fmt: skip
 
 
 def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict:
-    """Rank every user over every item: recmf (masking, metrics) against a bare matmul + topk."""
+    """Rank the users with test items over every item: recmf (masking, metrics) against a bare
+    chunked matmul + topk of the same users, alternating, three runs each."""
     import torch
 
     from recmf.data.sparse import UserItems
@@ -159,9 +153,11 @@ def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict
     seen = UserItems.from_pairs(users, items, n_users).to(device)
     truth = UserItems.from_pairs(test_u, test_i, n_users).to(device)
 
+    ranked = torch.nonzero(truth.counts() > 0).squeeze(1)  # recmf ranks users with test items
+
     def bare():
-        for s in range(0, n_users, chunk):
-            torch.topk(user_emb[s : s + chunk] @ item_emb.T, k, dim=1)
+        for s in range(0, len(ranked), chunk):
+            torch.topk(user_emb[ranked[s : s + chunk]] @ item_emb.T, k, dim=1)
         _sync(device)
 
     def ours():
@@ -169,22 +165,26 @@ def evaluation(n_users, n_items, n_train, dim, k, chunk, device, seed=0) -> dict
         _sync(device)
 
     with torch.no_grad():
-        bare_s, ours_s = best_of(bare, 3), best_of(ours, 3)
+        times = interleaved({"recmf": ours, "bare": bare}, 3)
     return {
         "users": n_users,
+        "ranked_users": int(len(ranked)),
         "items": n_items,
         "k": k,
         "device": device,
-        "recmf_seconds": ours_s,
-        "bare_matmul_topk_seconds": bare_s,
-        "ratio": ours_s / bare_s,
+        "recmf_seconds": min(times["recmf"]),
+        "bare_matmul_topk_seconds": min(times["bare"]),
+        "recmf_runs_seconds": times["recmf"],
+        "bare_runs_seconds": times["bare"],
+        "ratio": min(times["recmf"]) / min(times["bare"]),
     }
 
 
 def recommend_cli(
     root: Path, bundle: Path, db_overrides: list[str], user: str, env: dict, repeat: int = 5
 ) -> dict:
-    """Median wall time of the recommend command against ``python -c 'import torch'``."""
+    """Median wall time of the recommend command against ``python -c 'import torch'``, the two
+    alternating."""
     cmd = [
         sys.executable,
         str(root / "scripts" / "recommend.py"),
@@ -193,20 +193,19 @@ def recommend_cli(
         *db_overrides,
     ]
 
-    def wall(args):
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            subprocess.run(args, check=True, capture_output=True, env=env)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def run(args):
+        return lambda: subprocess.run(args, check=True, capture_output=True, env=env)
 
-    torch_s = wall([sys.executable, "-c", "import torch"])
-    cli_s = wall(cmd)
+    times = interleaved(
+        {"cli": run(cmd), "torch": run([sys.executable, "-c", "import torch"])}, repeat
+    )
+    cli_s, torch_s = statistics.median(times["cli"]), statistics.median(times["torch"])
     return {
         "recommend_cli_seconds": cli_s,
         "import_torch_seconds": torch_s,
         "ratio": cli_s / torch_s,
+        "cli_runs_seconds": times["cli"],
+        "torch_runs_seconds": times["torch"],
     }
 
 
