@@ -150,6 +150,7 @@ class EvaluateConfig:  # configs/evaluate.yaml
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run_id: str | None = None
     bundle: str | None = None
+    split: str | None = None  # the split.npz to evaluate on; None: the bundle's run's artifact
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     k: int | None = None
     curve_k: int = 50
@@ -400,6 +401,7 @@ def validate(cfg: Any, script: str) -> None:
         _int("chunk_size", cfg.chunk_size, 1, "2048")
         _choice("device", cfg.device, ("auto", "cpu", "cuda"))
         _text("report_dir", cfg.report_dir, ".recmf/reports")
+        _text("split", cfg.split, "<run artifacts>/split/split.npz", optional=True)
     if script == "recommend":
         from recmf.checks import user_list
 

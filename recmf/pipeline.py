@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
 from recmf.config import DEFAULT_SCHEMA, validate
-from recmf.errors import ConfigError
+from recmf.errors import ConfigError, RunNotFoundError
+from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
 from recmf.train import run as training
 from recmf.train.run import TrainResult
@@ -54,8 +55,37 @@ def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
         bundle = Bundle.load(fast)
         return bundle, bundle.meta.get("run_id")
     run = tracking.find_training_run(cfg.logger, run_id, schema)
-    path = tracking.download_bundle(cfg.logger, run.info.run_id, run.info.artifact_uri)
+    path = tracking.download_bundle(cfg.logger, run.info.run_id)
     return Bundle.load(path), run.info.run_id
+
+
+def resolve_split(cfg: DictConfig, bundle: Bundle) -> SavedSplit:
+    """The split to evaluate ``bundle`` on: ``split=`` (a split.npz or a folder holding one), or
+    the ``split`` artifact of the run that trained it (named in its meta), from the tracking
+    store; refused when it is not that run's split."""
+    if cfg.get("split"):
+        where = repr(str(cfg.split))
+        saved = SavedSplit.load(cfg.split)
+    else:
+        run_id = bundle.meta.get("run_id")
+        if not run_id:
+            raise ConfigError(
+                "the bundle names no training run to find its split in; pass split=<the "
+                "split.npz of the run that trained it>."
+            )
+        where = f"of run {run_id}"
+        try:
+            tracking.find_training_run(cfg.logger, run_id)  # a clear message for an unknown run
+            saved = SavedSplit.load(tracking.download_split(cfg.logger, run_id))
+        except RunNotFoundError as exc:
+            if not cfg.get("bundle"):
+                raise
+            raise RunNotFoundError(
+                f"the split of the bundle's run {run_id} was not found ({exc}) Pass split=<the "
+                "split.npz of that run> to evaluate a bundle folder away from its tracking store."
+            ) from None
+    saved.check_matches(bundle.meta, bundle.vocab.n_users, bundle.vocab.n_items, where)
+    return saved
 
 
 @dataclass
@@ -91,8 +121,9 @@ class EvalResult:
 def evaluate(cfg: DictConfig) -> EvalResult:
     """Rank all items for every test user with a training run's bundle; log metrics and report.
 
-    Metrics are on the saved test split with the user's train and validation items excluded,
-    beside the popularity ranking (counts over train + validation) under the same split.
+    Metrics are on the run's saved split (its ``split`` artifact, or ``split=``): its test part,
+    with the user's train and validation items excluded, beside the popularity ranking (counts
+    over train + validation) under the same split.
     """
     import torch
 
@@ -110,14 +141,15 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     validate(cfg, "evaluate")
     ks = checks.positive_ints("ks", [cfg.k] if cfg.get("k") is not None else cfg.ks)
     bundle, run_id = resolve_bundle(cfg)
+    split = resolve_split(cfg, bundle)
     device = torch.device(
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     model = bundle.to_model().to(device)
     n_users, n_items = bundle.vocab.n_users, bundle.vocab.n_items
-    seen_u, seen_i = bundle.pairs("train", "val")
+    seen_u, seen_i = split.pairs("train", "val")
     seen = UserItems.from_pairs(seen_u, seen_i, n_users).to(device)
-    truth = UserItems.from_pairs(*bundle.pairs("test"), n_users).to(device)
+    truth = UserItems.from_pairs(*split.pairs("test"), n_users).to(device)
     curve_k = max(max(ks), cfg.curve_k)
     with torch.no_grad():
         curve, n_eval = evaluate_ranking(
@@ -129,8 +161,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         )
         val_metrics = {}
         if not bundle.meta.get("refit"):  # a refit model has trained on validation
-            train = UserItems.from_pairs(*bundle.pairs("train"), n_users).to(device)
-            val = UserItems.from_pairs(*bundle.pairs("val"), n_users).to(device)
+            train = UserItems.from_pairs(*split.pairs("train"), n_users).to(device)
+            val = UserItems.from_pairs(*split.pairs("val"), n_users).to(device)
             val_metrics, _ = evaluate_ranking(
                 model.score_all, val, train, ks, n_items, cfg.chunk_size
             )
@@ -141,9 +173,9 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         "n_eval_users": n_eval,
         "dropped_test": bundle.meta.get("split", {}).get("dropped_test", 0),
     }
-    ratings = bundle.split["test_rating"]
+    ratings = split.arrays["test_rating"]
     if bundle.meta.get("loss") == "mse" and len(ratings) and not np.isnan(ratings).all():
-        tu, ti = bundle.pairs("test")
+        tu, ti = split.pairs("test")
         with torch.no_grad():
             pred = model(torch.from_numpy(tu).to(device), torch.from_numpy(ti).to(device))
         err = pred.cpu().numpy() - ratings

@@ -69,8 +69,17 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
     assert "val/ndcg_at_10" in run.data.metrics and "train/loss" in run.data.metrics
     history = client.get_metric_history(trained["run_id"], "val/ndcg_at_10")
     assert len(history) >= 2  # one value per epoch
+    # the run keeps its split (for evaluation); the weights live once, in the MLflow model
     artifacts = {a.path for a in client.list_artifacts(trained["run_id"])}
-    assert {"bundle", "checkpoints"} <= artifacts
+    assert "split" in artifacts and not {"bundle", "checkpoints"} & artifacts
+    assert {a.path for a in client.list_artifacts(trained["run_id"], "split")} == {
+        "split/split.npz"
+    }
+    from recmf import tracking
+
+    logger = OmegaConf.create({"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"]})
+    bundle = tracking.download_bundle(logger, trained["run_id"])
+    assert bundle.parts[-2:] == ("artifacts", "bundle") and (bundle / "weights.npz").is_file()
 
 
 def test_evaluate_logs_metrics_matching_training(trained):
@@ -210,17 +219,17 @@ def test_sweep_is_one_parent_run_with_nested_trials(trained, name, sweep):
 
 
 def test_recommend_from_a_bundle_folder_matches_the_run(trained):
-    from mlflow.tracking import MlflowClient
+    from recmf import tracking
 
-    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
-    artifacts = client.get_run(trained["run_id"]).info.artifact_uri.removeprefix("file://")
+    logger = OmegaConf.create({"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"]})
+    folder = tracking.download_bundle(logger, trained["run_id"])  # the model's artifacts/bundle
     args = ["user=U3", "k=4", "format=json"]
     by_run = _run(
         "recommend.py", [*args, f"run_id={trained['run_id']}"], trained["cwd"], trained["env"]
     )
     by_folder = _run(
         "recommend.py",
-        [*args, f"bundle={artifacts}/bundle", f"db.schema={trained['schema']}"],
+        [*args, f"bundle={folder}", f"db.schema={trained['schema']}"],
         trained["cwd"],
         trained["env"],
     )
@@ -234,12 +243,16 @@ def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
     logger = OmegaConf.create(
         {"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"], "experiment_name": "recmf"}
     )
+    index = trained["cwd"] / "mlflow.db.recmf-runs.json"  # recmf's own, not MLflow's tables
+    assert index.is_file()
     for run_id, schema in ((None, None), (trained["run_id"], None), (None, trained["schema"])):
         run = tracking.find_training_run(logger, run_id, schema)
-        slow = tracking.download_bundle(logger, run.info.run_id, run.info.artifact_uri)
+        slow = tracking.download_bundle(logger, run.info.run_id)
         assert tracking.local_bundle_fast(logger, run_id, schema) == slow
     assert tracking.local_bundle_fast(logger, None, "nosuchschema") is None
     assert tracking.local_bundle_fast(logger, "0123456789abcdef") is None
+    other = OmegaConf.merge(logger, {"experiment_name": "nosuchexperiment"})
+    assert tracking.local_bundle_fast(other, None, trained["schema"]) is None
 
 
 @pytest.mark.slow  # two more training runs

@@ -199,3 +199,51 @@ def test_ddp_ranks_take_disjoint_slices_that_cover_each_epoch():
     seen = [torch.cat(b).tolist() for b in batches]
     assert not set(seen[0]) & set(seen[1])
     assert len(seen[0]) + len(seen[1]) == len(split.train)
+
+
+class _TrainerWithoutData:
+    """The trainer as a module sealed off from the data module sees it."""
+
+    def __init__(self, trainer: L.Trainer):
+        self._trainer = trainer
+
+    def __getattr__(self, name: str):
+        if name == "datamodule":
+            raise AssertionError("the LightningModule reached into trainer.datamodule")
+        return getattr(self._trainer, name)
+
+
+class _SealedModule(MFLitModule):
+    @property
+    def trainer(self):
+        return _TrainerWithoutData(MFLitModule.trainer.fget(self))
+
+    @trainer.setter
+    def trainer(self, trainer):
+        MFLitModule.trainer.fset(self, trainer)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "mse"])
+def test_module_reads_only_its_batches_and_validates_like_evaluate(loss):
+    split = checkerboard(140)  # 140 validation users: chunks of 64, 64 and 12
+    L.seed_everything(0, verbose=False)
+    model = MatrixFactorization(140, 140, latent_dim=4, init_std=0.1)
+    lit = _SealedModule(model, loss, lr=0.05, reg=0.0, k=5)  # as recmf.train.fitting builds it
+    dm = InteractionsDataModule(split, loss, 2048, n_negatives=1, eval_chunk_size=64, seed=0)
+    trainer = tiny_trainer(max_epochs=2)
+    trainer.fit(lit, dm)
+    assert len(dm.val_dataloader()) == 3
+    logged = trainer.callback_metrics
+    val = split.val
+    truth = UserItems.from_pairs(val.user_idx, val.item_idx, 140)
+    seen = UserItems.from_pairs(split.train.user_idx, split.train.item_idx, 140)
+    with torch.no_grad():
+        want, n = evaluate_ranking(model.score_all, truth, seen, [5], 140)
+        pred = model(torch.from_numpy(val.user_idx), torch.from_numpy(val.item_idx))
+    assert n == 140
+    assert logged["val/ndcg_at_5"].item() == pytest.approx(want["ndcg_at_5"])
+    if loss == "mse":  # the ratings ride on the first batch only, and cover all of validation
+        rmse = float(np.sqrt(np.mean((pred.numpy() - val.rating) ** 2)))
+        assert logged["val/rmse"].item() == pytest.approx(rmse, rel=1e-5)
+    else:
+        assert "val/rmse" not in logged

@@ -367,11 +367,36 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     logged = {a.path for a in client.list_artifacts(run.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/learning_curves.png"} <= logged
 
+    from omegaconf import OmegaConf
+
+    from recmf import tracking
+    from recmf.eval.split_file import SplitFileError
+
+    # a bundle folder (the MLflow model's artifacts/bundle) is evaluated on its run's split,
+    # found in the tracking store, or on the split.npz named by split=
+    logger = OmegaConf.create({"tracking_uri": uri})
+    folder = tracking.download_bundle(logger, run.run_id)
     artifacts = client.get_run(run.run_id).info.artifact_uri.removeprefix("file://")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         by_folder = compose(
-            "evaluate",
-            [*eval_args, f"bundle={artifacts}/bundle", f"report_dir={tmp_path / 'bundle'}"],
+            "evaluate", [*eval_args, f"bundle={folder}", f"report_dir={tmp_path / 'bundle'}"]
         )
-    text = evaluate(by_folder).report_path.with_name("report.html").read_text(encoding="utf-8")
+    found = evaluate(by_folder)
+    text = found.report_path.with_name("report.html").read_text(encoding="utf-8")
     assert "No learning curves are available" in text and "bundle folder" in text
+    assert found.metrics == result.metrics
+    named = OmegaConf.merge(by_folder, {"split": f"{artifacts}/split/split.npz"})
+    assert evaluate(named).metrics == result.metrics
+    # a split of other data is refused: its rows would index another vocabulary
+    other = tmp_path / "other_split"
+    np.savez(
+        other.with_suffix(".npz"),
+        **{
+            f"{p}_{c}": np.zeros(3, np.int32)
+            for p in ("train", "val", "test")
+            for c in ("user", "item")
+        },
+        **{f"{p}_rating": np.zeros(3, np.float32) for p in ("train", "val", "test")},
+    )
+    with pytest.raises(SplitFileError, match="not the one of the model evaluated"):
+        evaluate(OmegaConf.merge(by_folder, {"split": str(other.with_suffix(".npz"))}))

@@ -85,8 +85,9 @@ def test_each_user_is_scored_by_the_model_by_fold_in_or_by_popularity(served):
     assert not {"I1", "I2", "I3", "I4"} & {i for i, _ in recs["NEWCOMER"]["items"]}
     # popularity: the items with the most training interactions, in that order
     bundle = _bundle(served)
-    _, items = bundle.pairs("train", "val")
+    _, items = _split(served).pairs("train", "val")
     counts = np.bincount(items, minlength=bundle.vocab.n_items)
+    assert bundle.item_count.tolist() == counts.tolist()  # the bundle's counts, not its data
     position = {str(item): i for i, item in enumerate(bundle.vocab.item_ids)}
     got = recs["NOBODY"]["items"]
     assert [score for _, score in got] == sorted(counts.tolist(), reverse=True)[:5]
@@ -99,6 +100,100 @@ def _bundle(served):
 
     logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
     return Bundle.load(download_bundle(logger_cfg, served["run"].run_id))
+
+
+def _split(served):
+    from recmf.eval.split_file import SavedSplit
+    from recmf.tracking import download_split
+
+    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    return SavedSplit.load(download_split(logger_cfg, served["run"].run_id))
+
+
+def _model_dir(served) -> Path:
+    """The run's MLflow model folder, as `mlflow models serve` fetches it from the registry."""
+    import mlflow.artifacts
+
+    from recmf.tracking import open_store
+
+    open_store(served["uri"])
+    uri = f"models:/{served['schema']}/latest"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=served["uri"]))
+
+
+def test_served_model_holds_no_interactions(served):
+    split = _split(served)
+    lengths = {len(split.arrays[f"{p}_user"]) for p in ("train", "val", "test")}
+    lengths |= {len(split.pairs("train", "val")[0]), len(split.pairs("train", "val", "test")[0])}
+    model = _model_dir(served)
+    files = [f for f in model.rglob("*") if f.is_file()]
+    names = {f.relative_to(model).as_posix() for f in files}
+    assert {
+        "artifacts/bundle/weights.npz",
+        "artifacts/bundle/vocab.npz",
+        "artifacts/bundle/popularity.npz",
+        "artifacts/bundle/meta.json",
+    } <= names
+    assert not any(f.name == "split.npz" or f.parent.name == "split" for f in files)
+    arrays = {}
+    for f in files:
+        if f.suffix == ".npz":
+            with np.load(f, allow_pickle=False) as z:
+                arrays.update({f"{f.name}:{k}": z[k] for k in z.files})
+    assert set(arrays) >= {"popularity.npz:item_count", "weights.npz:item_emb"}
+    # no array as long as a part of the split (users and items are far fewer than interactions)
+    assert {k: a.shape for k, a in arrays.items() if a.ndim and a.shape[0] in lengths} == {}
+    meta = json.loads((model / "artifacts" / "bundle" / "meta.json").read_text())
+    assert meta["split"]["n_train"] == len(split.arrays["train_user"])  # sizes only
+
+
+def test_run_stores_each_weight_file_once(served):
+    """No checkpoints and no second bundle beside the model: one weights.npz per run."""
+    from mlflow.tracking import MlflowClient
+
+    from recmf.tracking import bundle_in_model, run_model
+
+    client = MlflowClient(served["uri"])
+    run_id = served["run"].run_id
+
+    def listed(path: str | None = None) -> list[str]:
+        out = []
+        for a in client.list_artifacts(run_id, path):
+            out += listed(a.path) if a.is_dir else [a.path]
+        return out
+
+    run_files = listed()
+    assert run_files == ["split/split.npz"]
+    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    model = run_model(logger_cfg, run_id)
+    bundle = bundle_in_model(model.artifact_location)
+    model_root = bundle.parent.parent
+    weights = [f for f in model_root.rglob("*") if f.name == "weights.npz" or f.suffix == ".ckpt"]
+    assert weights == [bundle / "weights.npz"]
+    assert not Path(served["cwd"], ".recmf", "checkpoints", run_id).exists()
+
+
+def test_pyfunc_answers_without_the_store_and_says_seen_items_are_not_excluded(served, monkeypatch):
+    from recmf.serve.pyfunc import COLUMNS, RecmfModel
+    from recmf.serve.recommender import Recommender
+    from recmf.tracking import download_bundle
+
+    with socket.socket() as s:  # a port nothing listens on: the store cannot be reached
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RECMF_DATABASE_URL", f"postgresql://recmf@127.0.0.1:{port}/recmf")
+    model = RecmfModel()
+    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    bundle_dir = download_bundle(logger_cfg, served["run"].run_id)
+    model.load(str(bundle_dir), {"db": {"schema": served["schema"], "data_dir": "unused"}})
+    answer = model.predict(["U1", "NOBODY"], 5, True)
+    assert list(answer.columns) == list(COLUMNS)
+    paths = dict(zip(answer["user_id"], answer["path"], strict=True))
+    assert paths == {"U1": "model", "NOBODY": "popularity"}
+    assert all("could not be excluded" in note for note in answer["note"])
+    # what the model ranks, nothing taken out: the same as asking with exclude_seen=false
+    [u1] = Recommender(model.recommender.bundle).recommend(["U1"], 5, {}, exclude_seen=False)
+    assert answer[answer["user_id"] == "U1"]["item_id"].tolist() == [i.item_id for i in u1.items]
 
 
 def test_fold_in_is_one_newton_step_of_the_penalised_softmax_and_ranks_the_users_cluster():

@@ -96,14 +96,35 @@ class InteractionSlices(_Epochs):
 
 
 class ValUsers:
-    """Chunks of the users who have validation items (no shuffling)."""
+    """Chunks of the users who have validation items (no shuffling), each batch carrying what
+    ranking them needs, so the module reads its batches and nothing else.
 
-    def __init__(self, users: torch.Tensor, chunk_size: int):
+    A batch is ``{"users", "exclude", "truth", "ratings"}``: ``users`` a slice of the users to
+    rank; ``exclude`` (their training items) and ``truth`` (their validation items) the whole
+    CSR tables, by reference (ranking indexes them by user; nothing is copied); ``ratings`` the
+    validation (user, item, rating) triple for ``val/rmse``, on the first batch only (None on
+    the others), so the RMSE stays one mean over all of them.
+    """
+
+    def __init__(
+        self,
+        users: torch.Tensor,
+        chunk_size: int,
+        exclude: UserItems,
+        truth: UserItems,
+        ratings: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ):
         self.users, self.chunk_size = users, chunk_size
+        self.exclude, self.truth, self.ratings = exclude, truth, ratings
 
     def __iter__(self):
         for start in range(0, len(self.users), self.chunk_size):
-            yield self.users[start : start + self.chunk_size]
+            yield {
+                "users": self.users[start : start + self.chunk_size],
+                "exclude": self.exclude,
+                "truth": self.truth,
+                "ratings": self.ratings if start == 0 else None,
+            }
 
     def __len__(self) -> int:
         return max(1, -(-len(self.users) // self.chunk_size))
@@ -111,6 +132,12 @@ class ValUsers:
 
 class InteractionsDataModule(L.LightningDataModule):
     """Serves a :class:`Split` to Lightning as device-resident tensors.
+
+    It owns its batches and their placement through Lightning's hooks: :meth:`setup` moves every
+    index tensor to the trainer's root device once and gives the training batches this rank's
+    share and the trainer's epoch; :meth:`transfer_batch_to_device` then has nothing to move.
+    The validation batches carry the items to exclude, the truth and the validation ratings
+    (see :class:`ValUsers`), so the LightningModule never reads this object.
 
     Args:
         split: Train/validation/test interactions.
@@ -146,9 +173,6 @@ class InteractionsDataModule(L.LightningDataModule):
         )
         self.val_items = UserItems.from_pairs(split.val.user_idx, split.val.item_idx, n_users)
         self._train = self._make_train_batches()
-        # at most ~16M scores (64 MB) per validation chunk: 2048 users x 27k items was 221 MB
-        chunk = max(64, min(eval_chunk_size, (1 << 24) // max(1, train.n_items)))
-        self._val = ValUsers(torch.nonzero(self.val_items.counts() > 0).squeeze(1), chunk)
         val = split.val
         rated = ~np.isnan(val.rating)  # (user, item, rating) of validation, for val/rmse
         self.val_ratings = tuple(
@@ -159,6 +183,10 @@ class InteractionsDataModule(L.LightningDataModule):
                 val.rating.astype(np.float32),
             )
         )
+        # at most ~16M scores (64 MB) per validation chunk: 2048 users x 27k items was 221 MB
+        chunk = max(64, min(eval_chunk_size, (1 << 24) // max(1, train.n_items)))
+        val_users = torch.nonzero(self.val_items.counts() > 0).squeeze(1)
+        self._val = ValUsers(val_users, chunk, self.train_items, self.val_items, self.val_ratings)
 
     def _make_train_batches(self) -> _Epochs:
         train = self.split.train
@@ -192,8 +220,29 @@ class InteractionsDataModule(L.LightningDataModule):
                 setattr(t, name, getattr(t, name).to(device))
         if isinstance(t, UserChunks):
             t.items = self.train_items
-        self._val.users = self._val.users.to(device)
         self.val_ratings = tuple(t.to(device) for t in self.val_ratings)
+        v = self._val
+        v.users, v.exclude, v.truth = v.users.to(device), self.train_items, self.val_items
+        v.ratings = self.val_ratings
+
+    def setup(self, stage: str) -> None:
+        """Lightning's hook, on every rank before the first batch: place the batches on the
+        trainer's root device, with this rank's share of each global batch and the trainer's
+        epoch (so a resumed fit draws what an uninterrupted one would have)."""
+        trainer = self.trainer
+        if trainer is None:  # a bare data module: CPU batches, rank 0 of 1
+            return
+        self.to(
+            trainer.strategy.root_device,
+            trainer.global_rank,
+            trainer.world_size,
+            lambda: trainer.current_epoch,
+        )
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Nothing to move: :meth:`setup` put every tensor on the device, so the batches are born
+        there (Lightning's default would still walk each batch and rebuild its CSR tables)."""
+        return batch
 
     def train_dataloader(self):
         return self._train

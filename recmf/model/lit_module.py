@@ -13,6 +13,11 @@ from recmf.model.mf import MatrixFactorization
 class MFLitModule(L.LightningModule):
     """Trains a :class:`MatrixFactorization` with one of :data:`recmf.model.losses.LOSSES`.
 
+    It reads its batches and nothing else: the data module places them on the device, and each
+    validation batch carries the users to rank, the items to exclude, the truth, and (on the
+    first batch) the validation ratings for ``val/rmse`` (see
+    :class:`recmf.data.batches.ValUsers`). It never configures nor reads ``trainer.datamodule``.
+
     Args:
         model: The torch model (kept apart from Lightning so it loads without it).
         loss: ``softmax`` (user-batched, full catalogue), ``bpr``, ``bce`` or ``mse``.
@@ -44,17 +49,13 @@ class MFLitModule(L.LightningModule):
         self.log_prefix = log_prefix
         self.monitor, self.monitor_mode = self.monitor_for(loss, k)
         self._val_acc: MetricAccumulator | None = None
+        self._val_rmse: torch.Tensor | None = None
 
     @staticmethod
     def monitor_for(loss: str, k: int) -> tuple[str, str]:
         """The validation metric that selects the epoch, and whether higher is better."""
         # rating prediction is judged by RMSE, ranking losses by NDCG@k
         return ("val/rmse", "min") if loss == "mse" else (f"val/ndcg_at_{k}", "max")
-
-    def on_fit_start(self) -> None:
-        dm = self.trainer.datamodule
-        trainer = self.trainer
-        dm.to(self.device, trainer.global_rank, trainer.world_size, lambda: trainer.current_epoch)
 
     def _l2(self, users: torch.Tensor, items: torch.Tensor, n_pairs: int) -> torch.Tensor:
         m, penalty = self.model, torch.zeros((), device=self.device)
@@ -97,21 +98,25 @@ class MFLitModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_acc = MetricAccumulator([self.k], self.model.n_items, self.device)
+        self._val_rmse = None
 
-    def validation_step(self, users: torch.Tensor, batch_idx: int) -> None:
-        dm = self.trainer.datamodule
-        for chunk, top, _ in topk_chunks(self.model.score_all, users, dm.train_items, self.k):
-            self._val_acc.add(chunk, top, dm.val_items, dm.train_items)
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        exclude, truth = batch["exclude"], batch["truth"]
+        for chunk, top, _ in topk_chunks(self.model.score_all, batch["users"], exclude, self.k):
+            self._val_acc.add(chunk, top, truth, exclude)
+        if self.loss_name == "mse" and batch["ratings"] is not None:
+            users, items, ratings = batch["ratings"]  # all of validation, on the first batch
+            if len(ratings):
+                self._val_rmse = (self.model(users, items) - ratings).pow(2).mean().sqrt()
 
     def on_validation_epoch_end(self) -> None:
         result = self._val_acc.result()
         for name in ("ndcg", "precision", "recall"):
             key = f"{name}_at_{self.k}"
             self.log(f"val/{key}", result[key], prog_bar=name == "ndcg", sync_dist=True)
-        users, items, ratings = self.trainer.datamodule.val_ratings
-        if self.loss_name == "mse" and len(ratings):
-            rmse = (self.model(users, items) - ratings).pow(2).mean().sqrt()
-            self.log("val/rmse", rmse, prog_bar=True, sync_dist=True)
+        if self._val_rmse is not None:
+            self.log("val/rmse", self._val_rmse, prog_bar=True, sync_dist=True)
+            self._val_rmse = None
 
     def configure_optimizers(self):
         # fused: one kernel per table; at 20M rows a step's update went from 35 to 7 ms

@@ -1,4 +1,9 @@
-"""The model bundle: weights, id vocabulary, config and the saved split, as npz + JSON, no pickle.
+"""The model bundle: what serving needs, as npz + JSON, no pickle, and no interactions.
+
+Weights, the id vocabulary, each item's training interaction count (the popularity ranking),
+and ``meta.json`` (config, data snapshot, fold-in constants). The split a run was evaluated on
+is kept apart, as a run artifact of its own (:mod:`recmf.eval.split_file`): wherever the model
+goes, the training data does not go with it.
 
 Loading needs numpy only (recommendation scores with numpy); :meth:`Bundle.to_model` builds the
 torch :class:`~recmf.model.mf.MatrixFactorization` for evaluation, still without Lightning.
@@ -15,9 +20,8 @@ import numpy as np
 from recmf.data.interactions import Vocab
 from recmf.errors import RecmfError
 
-FORMAT = "recmf-bundle/1"
-_FILES = ("meta.json", "weights.npz", "vocab.npz", "split.npz")
-_PARTS = ("train", "val", "test")
+FORMAT = "recmf-bundle/2"  # 1 held the split; 2 holds item counts instead
+_FILES = ("meta.json", "weights.npz", "vocab.npz", "popularity.npz")
 
 
 class BundleError(RecmfError):
@@ -31,21 +35,18 @@ class Bundle:
     meta: dict  # format, model hparams, loss, resolved config (secrets hidden), data snapshot
     weights: dict[str, np.ndarray]  # user_emb, item_emb and, with biases, *_bias
     vocab: Vocab
-    split: dict[str, np.ndarray]  # {part}_user, {part}_item (int32), {part}_rating (float32)
+    item_count: np.ndarray  # (n_items,) int64: train + validation interactions per item
 
     @classmethod
     def from_model(cls, model, vocab: Vocab, split, meta: dict) -> Bundle:
-        """A trained torch model, its vocabulary and its :class:`~recmf.data.split.Split`."""
+        """A trained torch model, its vocabulary and its :class:`~recmf.data.split.Split` (only
+        the per-item counts of its train and validation parts are kept)."""
         state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         weights = {k.removesuffix(".weight"): v.astype(np.float32) for k, v in state.items()}
-        arrays = {}
-        for part in _PARTS:
-            rows = getattr(split, part)
-            arrays[f"{part}_user"] = rows.user_idx.astype(np.int32, copy=False)
-            arrays[f"{part}_item"] = rows.item_idx.astype(np.int32, copy=False)
-            arrays[f"{part}_rating"] = rows.rating.astype(np.float32, copy=False)
+        seen = np.concatenate([split.train.item_idx, split.val.item_idx]).astype(np.int64)
+        item_count = np.bincount(seen, minlength=vocab.n_items).astype(np.int64)
         meta = {"format": FORMAT, "hparams": model.hparams(), **meta}
-        return cls(meta, weights, vocab, arrays)
+        return cls(meta, weights, vocab, item_count)
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
@@ -56,13 +57,14 @@ class Bundle:
         np.savez(
             d / "vocab.npz", user_ids=v.user_ids, item_ids=v.item_ids, item_titles=v.item_titles
         )
-        np.savez(d / "split.npz", **self.split)
+        np.savez(d / "popularity.npz", item_count=self.item_count)
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> Bundle:
         """Read a bundle; refuses anything that would need pickle to load."""
         d = Path(directory)
+        _check_format(d)
         missing = [f for f in _FILES if not (d / f).is_file()]
         if missing:
             raise BundleError(
@@ -72,7 +74,7 @@ class Bundle:
         try:
             meta = json.loads((d / "meta.json").read_text())
             arrays = {}
-            for name in ("weights", "vocab", "split"):
+            for name in ("weights", "vocab", "popularity"):
                 with np.load(d / f"{name}.npz", allow_pickle=False) as z:
                     arrays[name] = {k: z[k] for k in z.files}
         except (ValueError, OSError, json.JSONDecodeError) as exc:
@@ -80,20 +82,18 @@ class Bundle:
                 f"model bundle {str(d)!r} could not be read safely ({exc}); it may be corrupted or "
                 "tampered with. Retrain, or point at another run's bundle."
             ) from None
-        if meta.get("format") != FORMAT:
-            raise BundleError(
-                f"{str(d)!r} has bundle format {meta.get('format')!r}, expected {FORMAT!r}; "
-                "retrain with this version of recmf."
-            )
+        found = meta.get("format") if isinstance(meta, dict) else None
+        if found != FORMAT:
+            raise _format_error(d, found)
         v = arrays["vocab"]
         vocab = Vocab(v["user_ids"], v["item_ids"], v["item_titles"])
-        return cls(meta, arrays["weights"], vocab, arrays["split"])
-
-    def pairs(self, *parts: str) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenated (user_idx, item_idx) of the named split parts."""
-        users = np.concatenate([self.split[f"{p}_user"] for p in parts]).astype(np.int64)
-        items = np.concatenate([self.split[f"{p}_item"] for p in parts]).astype(np.int64)
-        return users, items
+        item_count = arrays["popularity"].get("item_count")
+        if item_count is None or item_count.shape != (vocab.n_items,):
+            raise BundleError(
+                f"model bundle {str(d)!r} has no item count per item in popularity.npz (expected "
+                f"{vocab.n_items} counts); it may be corrupted. Retrain, or point at another run."
+            )
+        return cls(meta, arrays["weights"], vocab, item_count)
 
     def score_users(self, user_idx: np.ndarray) -> np.ndarray:
         """Scores of the given users against every item with numpy, shape (B, n_items)."""
@@ -116,3 +116,21 @@ class Bundle:
         }
         model.load_state_dict(state)
         return model.eval()
+
+
+def _check_format(d: Path) -> None:
+    """Refuse a bundle of another format before looking for its files (a version 1 bundle held
+    the split and no item counts)."""
+    try:
+        found = json.loads((d / "meta.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return  # missing or unreadable: the checks that follow say so
+    if found != FORMAT:
+        raise _format_error(d, found)
+
+
+def _format_error(d: Path, found) -> BundleError:
+    return BundleError(
+        f"{str(d)!r} has bundle format {found!r}, expected {FORMAT!r}; retrain with this "
+        "version of recmf."
+    )

@@ -2,13 +2,15 @@
 
 ``mlflow models serve -m models:/recmf/latest --env-manager local`` loads it and answers
 ``POST /invocations`` with a table of user ids (column ``user_id``) and params ``k`` and
-``exclude_seen``; each answer row is (user_id, rank, item_id, title, score, path). It is logged
-"from code" (:mod:`recmf.serve.pyfunc_entry`, by :func:`recmf.tracking.models.log_model`): the
-model directory holds the bundle (npz + JSON) and a reference to this module, no pickled object.
+``exclude_seen``; each answer row is (user_id, rank, item_id, title, score, path, note). It is
+logged "from code" (:mod:`recmf.serve.pyfunc_entry`, by :func:`recmf.tracking.models.log_model`):
+the model directory holds the bundle (npz + JSON: weights, vocabulary, item counts, meta; no
+interactions) and a reference to this module, no pickled object.
 
 Histories come from the store the run trained from (``RECMF_DATABASE_URL`` wins, for a password
-the run never recorded); when the store cannot be reached, from the bundle (the data as of
-training), and the answer's ``path`` still says how each user was scored.
+the run never recorded). When the store cannot be reached the answer still comes: users the
+model knows by the model, others by popularity, ``path`` says which, and ``note`` says that the
+items they have already seen could not be excluded.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # the file MLflow runs to load the model
-COLUMNS = ("user_id", "rank", "item_id", "title", "score", "path")
-TYPES = ("string", "long", "string", "string", "double", "string")  # of COLUMNS, MLflow's names
+COLUMNS = ("user_id", "rank", "item_id", "title", "score", "path", "note")
+TYPES = ("string", "long", "string", "string", "double", "string", "string")  # MLflow's names
 REQUIREMENTS = ["numpy", "pandas", "sqlalchemy", "psycopg2-binary", "mlflow", "omegaconf"]
 
 
@@ -55,8 +57,8 @@ class RecmfModel:
         self.recommender = Recommender(Bundle.load(bundle_dir))
         self.db = dict((model_config or {}).get("db") or {})
 
-    def _history(self, users: list[str]) -> dict[str, list[str]]:
-        """Each user's items now, from the store; from the bundle if the store is unreachable."""
+    def _history(self, users: list[str]) -> dict[str, list[str]] | None:
+        """Each user's items now, from the store; None when the store cannot be reached."""
         from recmf.store import FeatureStore, StoreError
 
         try:
@@ -72,25 +74,12 @@ class RecmfModel:
                 store = self._store
             return store.user_history(users)
         except StoreError as exc:
-            log.warning("store unreachable, using the history as of training: %s", exc)
+            log.warning("store unreachable, seen items cannot be excluded: %s", exc)
             with self._lock:
                 if self._store is not None:
                     self._store.close()
                 self._store = None
-            return self._bundle_history(users)
-
-    def _bundle_history(self, users: list[str]) -> dict[str, list[str]]:
-        rec = self.recommender
-        known = [u for u in users if rec.vocab.has_user(u)]
-        if not known:
-            return {}
-        import numpy as np
-
-        u, i = rec.bundle.pairs("train", "val", "test")
-        out = {}
-        for user, idx in zip(known, rec.vocab.user_idx(known), strict=True):
-            out[user] = [str(x) for x in rec.vocab.item_ids[np.unique(i[u == idx])]]
-        return out
+            return None
 
     def predict(self, users: list[str], k: int, exclude_seen: bool):
         import pandas as pd
@@ -100,7 +89,7 @@ class RecmfModel:
         k = checks.positive_int("k", k)
         recs = self.recommender.recommend(users, k, self._history(users), exclude_seen)
         rows = [
-            (r.user_id, rank, item.item_id, item.title, item.score, r.path)
+            (r.user_id, rank, item.item_id, item.title, item.score, r.path, "; ".join(r.notes))
             for r in recs
             for rank, item in enumerate(r.items, 1)
         ]

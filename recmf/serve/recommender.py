@@ -48,8 +48,7 @@ class Recommender:
     def popularity(self) -> np.ndarray:
         """Training interaction counts per item (train + validation, as the baseline ranks)."""
         if self._popularity is None:
-            _, items = self.bundle.pairs("train", "val")
-            self._popularity = np.bincount(items, minlength=self.vocab.n_items).astype(np.float32)
+            self._popularity = self.bundle.item_count.astype(np.float32)
         return self._popularity
 
     def _scores(self, user_ids: list[str], history: dict[str, list[str]]) -> tuple:
@@ -83,7 +82,7 @@ class Recommender:
         self,
         user_ids: list[str],
         k: int,
-        history: dict[str, list[str]],
+        history: dict[str, list[str]] | None,
         exclude_seen: bool = True,
     ) -> list[UserRecommendations]:
         """Top-``k`` items for each user, excluding the items in ``history``.
@@ -93,9 +92,13 @@ class Recommender:
                 popularity ranking.
             k: How many items per user; fewer when the user has seen nearly everything.
             history: External item ids each user has now (items unknown to the model are
-                ignored: the model cannot rank them anyway).
+                ignored: the model cannot rank them anyway). None when it could not be read
+                (the store unreachable): known users are scored by the model, others by
+                popularity, nothing is excluded, and each answer says so in a note.
             exclude_seen: Leave out what each user already has (the usual case).
         """
+        unknown_history = history is None
+        history = history or {}
         scores, paths = self._scores(user_ids, history)
         out = []
         for row, user in enumerate(user_ids):
@@ -120,10 +123,20 @@ class Recommender:
                     f"{user} is not in the model (they arrived after training): scored with an "
                     f"embedding folded in from their {len(np.unique(seen))} items in the store"
                 )
+            elif paths[row] == "popularity" and unknown_history:
+                notes.append(
+                    f"{user} is not in the model and their interactions could not be read: the "
+                    "popularity ranking of the training data"
+                )
             elif paths[row] == "popularity":
                 notes.append(
                     f"{user} has no interactions the model knows: the popularity ranking of the "
                     "training data (ingest their interactions for personal recommendations)"
+                )
+            if unknown_history and exclude_seen:
+                notes.append(
+                    f"the store could not be reached: {user}'s items already seen could not be "
+                    "excluded"
                 )
             if kk < k:
                 notes.append(

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from recmf.tracking import open_store
+from recmf.tracking import MODEL_NAME, open_store
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,11 @@ def log_model(
     name: str | None,
     served: ServedModel,
 ):
-    """Log the pyfunc to the run (artifact ``model``) and register it as ``name`` (None: not)."""
+    """Log the pyfunc to the run (model ``model``) and register it as ``name`` (None: not).
+
+    The bundle goes into the model's own artifacts (``artifacts/bundle``): it is the run's only
+    copy of the weights. Returns MLflow's ``ModelInfo``.
+    """
     import warnings
 
     import mlflow
@@ -69,7 +73,7 @@ def log_model(
         # MLflow wraps model loading in its own filter ("once"), which overrides the one above
         warnings.showwarning = lambda *args, **kwargs: None
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=MODEL_NAME,
             python_model=str(served.entry),
             artifacts={"bundle": str(bundle_dir)},
             model_config={"db": db},

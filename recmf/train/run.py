@@ -19,6 +19,7 @@ from recmf import tracking
 from recmf.data.interactions import Interactions
 from recmf.data.split import temporal_split
 from recmf.errors import ConfigError, TrainingInterrupted
+from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
 from recmf.train import resume
 
@@ -144,9 +145,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
         monitor, best_epoch, best_val = fitted.monitor, fitted.best_epoch, fitted.best_val
         if not main:
             return TrainResult(None, best_val, monitor, best_epoch, fitted.seconds, split.sizes())
+        # the weights are stored once: in the MLflow model below, not as checkpoints (only an
+        # interrupted run keeps its checkpoints, as `resume/` artifacts) nor as a `bundle/`
         with tempfile.TemporaryDirectory(prefix="recmf-") as tmp:
-            for path in fitted.checkpoints:
-                logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints")
             logger.log_metrics(
                 {
                     "best_epoch": best_epoch,
@@ -175,9 +176,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
                 {f"fold_in_val_ndcg_at_{cfg.k}": bundle.meta["fold_in"][f"val_ndcg_at_{cfg.k}"]}
             )
             bundle_dir = bundle.save(Path(tmp) / "bundle")
-            logger.experiment.log_artifacts(logger.run_id, str(bundle_dir), "bundle")
+            # the interactions stay with the run, for evaluation, and out of the served model
+            split_dir = SavedSplit.from_split(split, digest).save(Path(tmp) / "split")
+            logger.experiment.log_artifacts(logger.run_id, str(split_dir), "split")
             in_sweep = bool(os.environ.get(tracking.PARENT_ENV))  # trials are not registered
-            log_model(
+            model_info = log_model(
                 logger.run_id,
                 cfg.logger.tracking_uri,
                 bundle_dir,
@@ -186,11 +189,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
                 ServedModel(pyfunc.ENTRY, pyfunc.COLUMNS, pyfunc.TYPES, pyfunc.REQUIREMENTS),
             )
         logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
-        shutil.rmtree(workdir, ignore_errors=True)  # logged above; only a resume needs them here
+        shutil.rmtree(workdir, ignore_errors=True)  # only a resume needs them
         status = "FINISHED"
     finally:
         if main:
             tracking.finish_run(logger, status)
+    location = logger.experiment.get_logged_model(model_info.model_id).artifact_location
+    tracking.record_finished_run(
+        cfg.logger, logger.run_id, snapshot["schema"], tracking.bundle_in_model(location)
+    )
     return TrainResult(
         logger.run_id,
         best_val,
