@@ -140,7 +140,7 @@ class Model:
 
         from recmf.checks import positive_ints
         from recmf.data.sparse import UserItems
-        from recmf.eval.ranking import evaluate_ranking, popularity_scores
+        from recmf.eval.ranking import beside_popularity
 
         if self.split is None:
             raise ConfigError(
@@ -154,10 +154,9 @@ class Model:
         seen = UserItems.from_pairs(seen_u, seen_i, n_users)
         truth = UserItems.from_pairs(s.test.user_idx, s.test.item_idx, n_users)
         model = self.bundle.to_model()
-        with torch.no_grad():
-            metrics, _ = evaluate_ranking(model.score_all, truth, seen, ks, n_items)
-            pop = popularity_scores(torch.from_numpy(seen_i), n_items)
-            baseline, _ = evaluate_ranking(pop, truth, seen, ks, n_items)
+        metrics, baseline, _, _ = beside_popularity(
+            model.score_all, truth, seen, torch.from_numpy(seen_i), ks, n_items, 2048
+        )
         return {**metrics, **{f"baseline/{key}": v for key, v in baseline.items()}}
 
     def save(self, directory: str | Path) -> Path:

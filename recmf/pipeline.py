@@ -130,10 +130,10 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from recmf.data.sparse import UserItems
     from recmf.eval.metrics import METRICS
     from recmf.eval.ranking import (
+        beside_popularity,
         bucket_hit_rates,
         evaluate_ranking,
         popularity_buckets,
-        popularity_scores,
     )
     from recmf.eval.report import write_report
     from recmf.serve.recommender import Answer
@@ -151,14 +151,16 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     seen = UserItems.from_pairs(seen_u, seen_i, n_users).to(device)
     truth = UserItems.from_pairs(*split.pairs("test"), n_users).to(device)
     curve_k = max(max(ks), cfg.curve_k)
+    curve, curve_base, n_eval, pop = beside_popularity(
+        model.score_all,
+        truth,
+        seen,
+        torch.from_numpy(seen_i).to(device),
+        range(1, curve_k + 1),
+        n_items,
+        cfg.chunk_size,
+    )
     with torch.no_grad():
-        curve, n_eval = evaluate_ranking(
-            model.score_all, truth, seen, range(1, curve_k + 1), n_items, cfg.chunk_size
-        )
-        pop = popularity_scores(torch.from_numpy(seen_i).to(device), n_items)
-        curve_base, _ = evaluate_ranking(
-            pop, truth, seen, range(1, curve_k + 1), n_items, cfg.chunk_size
-        )
         val_metrics = {}
         if not bundle.meta.get("refit"):  # a refit model has trained on validation
             train = UserItems.from_pairs(*split.pairs("train"), n_users).to(device)

@@ -100,6 +100,18 @@ def popularity_scores(item_idx: torch.Tensor, n_items: int) -> ScoreFn:
     return lambda users: counts.expand(len(users), -1)
 
 
+def beside_popularity(
+    score_fn: ScoreFn, truth, seen, seen_items: torch.Tensor, ks, n_items: int, chunk_size: int
+) -> tuple[dict[str, float], dict[str, float], int, ScoreFn]:
+    """A model's metrics and the popularity ranking's (counts of ``seen_items``) under the same
+    exclusions: ``(model, baseline, n_users_evaluated, popularity score function)``."""
+    with torch.no_grad():
+        model, n_eval = evaluate_ranking(score_fn, truth, seen, ks, n_items, chunk_size)
+        pop = popularity_scores(seen_items, n_items)
+        baseline, _ = evaluate_ranking(pop, truth, seen, ks, n_items, chunk_size)
+    return model, baseline, n_eval, pop
+
+
 BUCKETS = ("head", "torso", "tail")
 
 
