@@ -93,6 +93,21 @@ def test_layout_serve_never_imports_train_and_only_tracking_imports_mlflow():
             assert module.startswith("recmf.tracking") or module == MLFLOW_ENTRY, module
 
 
+def test_layout_only_tracking_calls_the_mlflow_client_behind_the_logger():
+    """Lightning's MLFlowLogger hands out an MlflowClient as ``.experiment``: using it is calling
+    MLflow, so that too stays in ``tracking``."""
+    for module, path in _modules().items():
+        if module.startswith("recmf.tracking"):
+            continue
+        tree = ast.parse(path.read_text())
+        uses = [
+            n.lineno
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == "experiment"
+        ]
+        assert uses == [], f"{module} lines {uses}"
+
+
 def test_layout_benchmarks_live_outside_the_installed_package():
     assert not [m for m in _modules() if "bench" in m or m.endswith(("speed", "rating_cv"))]
     assert (ROOT / "scripts" / "benchmark.py").is_file()

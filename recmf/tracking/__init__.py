@@ -78,6 +78,21 @@ def finish_run(logger, status: str) -> None:
     logger.experiment.set_terminated(logger.run_id, status)
 
 
+def tag_run(logger, key: str, value: str) -> None:
+    """Set a tag on the logger's run."""
+    logger.experiment.set_tag(logger.run_id, key, value)
+
+
+def log_dir(logger, local_dir: Path, artifact_path: str) -> None:
+    """Copy a local folder into the logger's run as artifacts under ``artifact_path``."""
+    logger.experiment.log_artifacts(logger.run_id, str(local_dir), artifact_path)
+
+
+def logged_model_location(logger, model_id: str) -> str:
+    """Where MLflow keeps the files of a logged model (its artifact location URI)."""
+    return logger.experiment.get_logged_model(model_id).artifact_location
+
+
 def find_interrupted_run(logger_cfg: DictConfig, run_id: str | None = None):
     """The given run if it was interrupted and not yet resumed to the end, or the latest one."""
     if run_id:
@@ -461,7 +476,7 @@ def split_profile(split) -> dict[str, Any]:
     return out
 
 
-def log_data_input(client, run_id: str, snapshot: dict, split: dict, query: str) -> str:
+def log_data_input(logger, snapshot: dict, split: dict, query: str) -> str:
     """Record what a run read as an MLflow dataset input; returns the digest logged.
 
     Source: the store (URL without password, schema, query). Digest: the first 32 hex digits
@@ -485,7 +500,9 @@ def log_data_input(client, run_id: str, snapshot: dict, split: dict, query: str)
         profile=json.dumps(profile, sort_keys=True),
     )
     context = InputTag(key="mlflow.data.context", value=DATASET_CONTEXT)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+    logger.experiment.log_inputs(
+        logger.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])]
+    )
     return digest
 
 

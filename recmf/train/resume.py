@@ -48,8 +48,8 @@ def save_point(cfg: DictConfig, logger, workdir: Path, stop, digest: str) -> Non
     }
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "state.json").write_text(json.dumps(state, indent=2, default=str))
-    logger.experiment.log_artifacts(logger.run_id, str(workdir), "resume")
-    logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, stop.phase)
+    tracking.log_dir(logger, workdir, "resume")
+    tracking.tag_run(logger, tracking.INTERRUPTED_TAG, stop.phase)
     again = f"Continue it with: {command(logger.run_id, cfg.logger)} (or resume=last)."
     if last.is_file():
         saved = f"the last completed epoch is saved to run {logger.run_id}"

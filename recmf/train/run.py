@@ -120,15 +120,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
             logger.log_hyperparams(params)
             lineage = {k: v for k, v in snapshot.items() if k != "query"}
             digest = tracking.log_data_input(
-                logger.experiment,
-                logger.run_id,
+                logger,
                 lineage,
                 tracking.split_profile(split),
                 snapshot["query"],
             )
         else:
             digest = resume_state["digest"]
-            logger.experiment.set_tag(logger.run_id, tracking.INTERRUPTED_TAG, "resumed")
+            tracking.tag_run(logger, tracking.INTERRUPTED_TAG, "resumed")
         signals = StopOnSignal()
         restore = signals.install()
         try:
@@ -178,7 +177,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             # the interactions stay with the run, for evaluation, and out of the served model
             split_dir = SavedSplit.from_split(split, digest).save(Path(tmp) / "split")
-            logger.experiment.log_artifacts(logger.run_id, str(split_dir), "split")
+            tracking.log_dir(logger, split_dir, "split")
             in_sweep = bool(os.environ.get(tracking.PARENT_ENV))  # trials are not registered
             model_info = log_model(
                 logger.run_id,
@@ -188,13 +187,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
                 None if in_sweep else cfg.get("registered_model"),
                 ServedModel(pyfunc.ENTRY, pyfunc.COLUMNS, pyfunc.TYPES, pyfunc.REQUIREMENTS),
             )
-        logger.experiment.set_tag(logger.run_id, tracking.BUNDLE_TAG, "1")
+        tracking.tag_run(logger, tracking.BUNDLE_TAG, "1")
         shutil.rmtree(workdir, ignore_errors=True)  # only a resume needs them
         status = "FINISHED"
     finally:
         if main:
             tracking.finish_run(logger, status)
-    location = logger.experiment.get_logged_model(model_info.model_id).artifact_location
+    location = tracking.logged_model_location(logger, model_info.model_id)
     tracking.record_finished_run(
         cfg.logger, logger.run_id, snapshot["schema"], tracking.bundle_in_model(location)
     )
