@@ -32,15 +32,6 @@ def positive_ints(name: str, values: Any) -> list[int]:
     return sorted({positive_int(name, v, f"Pass e.g. {name}=[5,10,20].") for v in values})
 
 
-def loss_name(value: Any) -> str:
-    if value not in LOSSES:
-        raise ConfigError(
-            f"loss must be one of {', '.join(LOSSES)}, got {value!r}. Ranking losses (softmax, "
-            "bpr, bce) are for top-K recommendation; mse predicts ratings. Pass e.g. loss=bpr."
-        )
-    return value
-
-
 def user_list(value: Any) -> list[str]:
     """``user=U1`` or ``user=[U1,U2]`` as a list of id strings."""
     if value is None or value == "" or value == []:
@@ -58,12 +49,3 @@ def user_list(value: Any) -> list[str]:
                 "e.g. user=\"'1.0'\" or user=\"'true'\"; plain ids like U1 or 196 need no quotes."
             )
     return [str(v) for v in values]
-
-
-def one_of(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(
-            f"{name} must be one of {', '.join(allowed)}, got {value!r}. Pass e.g. "
-            f"{name}={allowed[0]}."
-        )
-    return value

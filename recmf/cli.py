@@ -19,7 +19,7 @@ from recmf.data.interactions import UnknownUserError
 from recmf.errors import DataFormatError, RecmfError
 
 # Keys that moved: the one place each value is read now.
-_MOVED = {"model.latent_dim": "latent_dim", "model.loss": "loss", "model.k": "k"}
+_MOVED = {"model.latent_dim": "latent_dim", "model.loss": "loss"}
 # OmegaConf's names for the node types, in a user's words
 _TYPE_WORDS = {
     "Integer": "a whole number, e.g. 10",

@@ -222,12 +222,15 @@ def _int(key: str, value: Any, low: int, example: str) -> None:
         raise _bad(key, value, words, example)
 
 
-def _float(key: str, value: Any, low: float, high: float, example: str, *, open_low=True) -> None:
+def _float(
+    key: str, value: Any, low: float, high: float, example: str, *, open_low=True, open_high=False
+) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (value > low if open_low else value >= low) and value <= high
+    ok = ok and (value > low if open_low else value >= low)
+    ok = ok and (value < high if open_high else value <= high)
     if not ok:
         lower = f"> {low:g}" if open_low else f">= {low:g}"
-        upper = "" if high == float("inf") else f" and <= {high:g}"
+        upper = "" if high == float("inf") else f" and {'<' if open_high else '<='} {high:g}"
         raise _bad(key, value, f"a number {lower}{upper}", example)
 
 
@@ -345,9 +348,7 @@ def _check_train(cfg: Any) -> None:
     _text("resume", cfg.resume, "last", optional=True)
     _choice("progress", cfg.progress, PROGRESS)
     for key in ("test_fraction", "val_fraction"):
-        _float(f"split.{key}", cfg.split[key], 0, 1, "0.2")
-        if cfg.split[key] >= 1:
-            raise _bad(f"split.{key}", cfg.split[key], "a fraction between 0 and 1", "0.2")
+        _float(f"split.{key}", cfg.split[key], 0, 1, "0.2", open_high=True)
     m = cfg.model
     _float("model.init_std", m.init_std, 0, float("inf"), "0.1")
     _float("model.lr", m.lr, 0, float("inf"), "0.01")

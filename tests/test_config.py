@@ -114,7 +114,7 @@ OUT_OF_RANGE = [
     ("train", "model.reg=-0.1", "model.reg must be a number >= 0"),
     ("train", "model.lr_decay=1.5", "model.lr_decay must be a number > 0 and <= 1"),
     ("train", "split.test_fraction=0", "split.test_fraction must be a number > 0"),
-    ("train", "split.val_fraction=1", "split.val_fraction must be a fraction between 0 and 1"),
+    ("train", "split.val_fraction=1", "split.val_fraction must be a number > 0 and < 1"),
     ("train", "split.test_fraction=1.5", "split.test_fraction must be"),
     ("train", "seed=-1", "seed must be a whole number >= 0"),
     ("train", "k=0", "k must be a positive whole number"),

@@ -10,8 +10,6 @@ import time
 
 log = logging.getLogger("recmf")
 
-MODES = ("auto", "bar", "lines", "none")
-
 
 def resolve(mode: str) -> str:
     """``auto`` -> ``bar`` when stderr is a terminal, else ``lines``."""
