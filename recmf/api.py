@@ -24,6 +24,7 @@ from recmf.data.interactions import Interactions, RawInteractions, Vocab
 from recmf.data.split import Split, temporal_split
 from recmf.errors import ConfigError
 from recmf.serve.bundle import Bundle
+from recmf.settings import DbConfig
 
 _COLUMNS = ("user", "item", "rating", "time")
 _TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress")
@@ -76,7 +77,7 @@ def fit_store(
     embedded server under ``data_dir``); other arguments as :func:`fit`."""
     from recmf.store import FeatureStore
 
-    with FeatureStore.open(_Db(url, schema, data_dir), create=False) as store:
+    with FeatureStore.open(DbConfig(url, schema, data_dir), create=False) as store:
         data = store.read_interactions()
     progress = params.pop("progress", "none")
     return _fit(data, params, progress)
@@ -89,13 +90,6 @@ def load(directory: str | Path) -> Model:
     with np.load(directory / "history.npz", allow_pickle=False) as z:
         history = (z["user_idx"], z["item_idx"])
     return Model(bundle, history, None)
-
-
-@dataclass
-class _Db:  # what FeatureStore.open reads
-    url: str | None
-    schema: str
-    data_dir: str
 
 
 @dataclass
@@ -219,19 +213,12 @@ def _overrides(params: dict[str, Any]) -> list[str]:
 
 
 def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from recmf.cli import config_error_message
-    from recmf.config import compose, validate
+    from recmf.config import compose_settings
     from recmf.train.fitting import fit_select_refit, quiet_lightning
     from recmf.train.fold_in_tuning import tune
 
-    try:
-        cfg = compose("train", [*_overrides(params), f"progress={progress}"])
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(config_error_message(exc, "recmf.fit")) from None
-    validate(cfg, "train")
+    overrides = [*_overrides(params), f"progress={progress}"]
+    cfg = compose_settings("train", overrides, who="recmf.fit")
     split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
     if len(split.train) == 0 or len(split.val) == 0:
         raise ConfigError(
@@ -245,7 +232,7 @@ def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
     meta = {
         "loss": cfg.loss,
         "k": cfg.k,
-        "refit": bool(cfg.refit),
+        "refit": cfg.refit,
         "run_id": None,
         "best_epoch": fitted.best_epoch,
         "monitor": fitted.monitor,

@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from recmf.data.interactions import UnknownUserError
 from recmf.errors import DataFormatError, RecmfError
-
-# Keys that moved: the one place each value is read now.
-_MOVED = {"model.latent_dim": "latent_dim", "model.loss": "loss"}
-# OmegaConf's names for the node types, in a user's words
-_TYPE_WORDS = {
-    "Integer": "a whole number, e.g. 10",
-    "Float": "a number, e.g. 0.01",
-    "Boolean": "true or false",
-    "String": "a text value",
-}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -65,6 +56,14 @@ def run(fn: Callable[[], Any], verbose: bool = False) -> Any:
         sys.exit(130)
 
 
+def call(verb: Callable[[Any], Any], cfg: Any, script: str) -> Any:
+    """``verb`` on ``cfg`` turned into ``script``'s typed settings, as :func:`run` calls it: a
+    script's one line of work."""
+    from recmf.config import settings
+
+    return run(lambda: verb(settings(cfg, script)), cfg.verbose)
+
+
 def main(hydra_main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a config Hydra refuses becomes one paragraph and exit 2.
 
@@ -80,6 +79,8 @@ def main(hydra_main: Callable[[], Any]) -> None:
     try:
         hydra_main()
     except Exception as exc:
+        from recmf.config import config_error_message
+
         message = config_error_message(exc, script)
         if message is None:
             raise
@@ -89,75 +90,41 @@ def main(hydra_main: Callable[[], Any]) -> None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def _typed(key: str) -> str | None:
-    """What the user typed for ``key`` on the command line (``key=value``), if anything."""
-    for arg in sys.argv[1:]:
-        name = arg.split("=", 1)[0].lstrip("+~")
-        if name == key or name.startswith(f"{key}."):
-            return arg
-    return None
+class MLflowSweepParent(Callback):
+    """A Hydra multirun as one MLflow parent run whose trials are nested child runs.
 
+    ``mlflow ui`` then shows a sweep as one row that opens into its trials; the parent records
+    the best trial's run id and validation score. Wired in ``configs/train.yaml`` under
+    ``hydra.callbacks``; single runs never call these hooks.
+    """
 
-def config_error_message(exc: BaseException, script: str) -> str | None:
-    """One paragraph for a config mistake Hydra or OmegaConf raised; None for anything else."""
-    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
 
-    if not isinstance(exc, HydraException | OmegaConfBaseException):
-        return None
-    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
-    help_line = (
-        f"`python scripts/{script} --cfg job` prints every key and its current value."
-        if script.endswith(".py")
-        else "configs/train.yaml lists every key."
-    )
-    where = f"scripts/{script}" if script.endswith(".py") else script
-    named = re.search(r"override '?([^'\s=]+)", str(exc))
-    key = getattr(cause, "full_key", None) or (named.group(1).rstrip(".") if named else None)
-    typed = _typed(str(key)) if key else None
-    if isinstance(exc, OverrideParseException):
-        bad = re.search(r"Exception: (\S+)", str(exc))
-        return (
-            f"Hydra cannot read the command-line item {bad.group(1) if bad else str(exc)!r}: "
-            "outside quotes, a value may not hold ; = , [ ] { } ( ) or spaces, and "
-            "true/false/null/numbers are read as such. Quote the value inside the item, and the "
-            "item for the shell: 'user=\"a;b\"', 'dataset.sep=\";\"', \"user='U=1'\" "
-            "(README, Configuration, has more)."
-        )
-    if isinstance(exc, MissingConfigException):
-        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
-        options = [o for o in exc.options or [] if not o.endswith("_schema")]
-        given = _typed(group) or exc.missing_cfg_file
-        return (
-            f"{given} names no config of {where}"
-            + (f"; the options of {group} are {', '.join(options)}" if options else "")
-            + f". Pass one of them, e.g. {group}={options[0] if options else '...'}."
-        )
-    if cause is not None and type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
-        moved = _MOVED.get(str(key))
-        if moved:
-            return (
-                f"{key} is not a config key of {where} (given {typed or key}): that "
-                f"value is set once, at the top level. Pass {moved}=... instead. {help_line}"
-            )
-        return (
-            f"unknown config key {key!r} (given {typed or key}) for {where}. Check its "
-            f"spelling and group. {help_line}"
-        )
-    if cause is not None and type(cause).__name__ == "ValidationError":
-        msg = str(getattr(cause, "msg", cause)).split("\n")[0]
-        wanted = re.search(r"converted to (\w+)", msg)
-        expected = _TYPE_WORDS.get(wanted.group(1), wanted.group(1)) if wanted else None
-        if expected is None and "not a ListConfig" in msg:
-            expected = "a list in brackets, e.g. [5,10,20]"
-        if expected is None and "valid bool" in msg:
-            expected = _TYPE_WORDS["Boolean"]
-        if expected is None and "to string" in msg:
-            expected = _TYPE_WORDS["String"] + " (quote it: key=\"'[a,b]'\")"
-        given = typed or f"{key}={getattr(cause, 'object_type_str', '?')}"
-        return (
-            f"{given}: {key} must be {expected or 'of another type'}. Fix the value on the "
-            f"command line (Hydra's words: {msg.rstrip('.')}). {help_line}"
-        )
-    text = " ".join(str(exc).split())
-    return f"the configuration of {where} could not be built: {text}. {help_line}"
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from recmf.tracking import PARENT_ENV
+        from recmf.tracking.sweeps import open_parent
+
+        sweep = config.hydra.sweeper
+        params = {"overrides": " ".join(config.hydra.overrides.task)[:500]}
+        if "params" in sweep and sweep.params:
+            params.update({f"search.{k}": str(v) for k, v in sweep.params.items()})
+        name = f"sweep {config.hydra.job.name}"
+        self.parent_id = open_parent(OmegaConf.to_object(config.logger), name, params)
+        os.environ[PARENT_ENV] = self.parent_id  # each trial's run nests under it
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        from omegaconf import OmegaConf
+
+        from recmf.model.lit_module import MFLitModule
+        from recmf.tracking import PARENT_ENV
+        from recmf.tracking.sweeps import close_parent
+
+        monitor, mode = MFLitModule.monitor_for(config.loss, config.k)
+        metric = f"best_{monitor.replace('/', '_')}"
+        close_parent(OmegaConf.to_object(config.logger), self.parent_id, metric, mode)
+        os.environ.pop(PARENT_ENV, None)

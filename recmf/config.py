@@ -8,173 +8,27 @@ module registers the schemas in Hydra's ConfigStore; the scripts import it befor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+import sys
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
 from recmf.checks import LOSSES
 from recmf.errors import ConfigError
+from recmf.settings import (
+    DATASETS,
+    CsvConfig,
+    EvaluateConfig,
+    IngestConfig,
+    MFConfig,
+    MovieLensConfig,
+    RecommendConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
 
 CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
-
-
-DEFAULT_SCHEMA = "recmf"  # the store schema when none is given
-
-
-@dataclass
-class DbConfig:
-    url: str | None = None
-    schema: str | None = DEFAULT_SCHEMA  # None (evaluate, recommend): the run's own schema
-    data_dir: str = ".recmf/pgdata"
-
-
-@dataclass
-class LoggerConfig:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment_name: str = "recmf"
-    run_name: str | None = None
-
-
-@dataclass
-class SplitConfig:
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-
-
-@dataclass
-class MFConfig:  # configs/arch/mf.yaml
-    use_bias: bool = MISSING
-    init_std: float = MISSING
-    lr: float = MISSING
-    lr_decay: float = MISSING
-    reg: float = MISSING
-    bias_reg: float = MISSING
-    recency: float = MISSING
-    user_batch_size: int = MISSING
-    batch_size: int = MISSING
-    n_negatives: int = MISSING
-
-
-@dataclass
-class TrainerConfig:  # the keyword arguments of lightning.pytorch.Trainer that recmf sets
-    _target_: str = "lightning.pytorch.Trainer"
-    accelerator: str = "auto"
-    devices: Any = 1  # a count, "auto", or a list of device indices
-    strategy: str = "auto"
-    num_nodes: int = 1
-    max_epochs: int = 200
-    enable_model_summary: bool = False
-    num_sanity_val_steps: int = 0
-    log_every_n_steps: int = 1
-
-
-@dataclass
-class SyntheticConfig:  # configs/dataset/synthetic.yaml
-    name: str = "synthetic"
-    n_users: int = MISSING
-    n_items: int = MISSING
-    n_interactions: int = MISSING
-    rank: int = MISSING
-    popularity_exponent: float = MISSING
-    seed: int = MISSING
-
-
-@dataclass
-class MovieLensConfig:  # configs/dataset/movielens-100k.yaml
-    name: str = "movielens-100k"
-    path: str | None = None
-    url: str = MISSING
-    md5: str = MISSING
-    cache_dir: str = MISSING
-
-
-@dataclass
-class CsvColumns:
-    user: Any = MISSING  # a column name (header=true) or a 0-based position
-    item: Any = MISSING
-    rating: Any = None
-    time: Any = None
-
-
-@dataclass
-class CsvItemColumns:
-    item: Any = MISSING
-    title: Any = MISSING
-
-
-@dataclass
-class CsvConfig:  # configs/dataset/csv.yaml
-    name: str = "csv"
-    path: str = MISSING
-    sep: str = ","
-    header: bool = True
-    columns: CsvColumns = field(default_factory=CsvColumns)
-    time_unit: str = "s"
-    items_path: str | None = None
-    items_sep: str = ","
-    items_columns: CsvItemColumns = field(default_factory=CsvItemColumns)
-
-
-@dataclass
-class TrainConfig:  # configs/train.yaml
-    db: DbConfig = field(default_factory=DbConfig)
-    dataset: Any = MISSING  # one of the dataset schemas above, chosen by dataset=
-    model: Any = MISSING  # chosen by arch= (configs/arch/)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    latent_dim: int = 64
-    k: int = 10
-    loss: str = "softmax"
-    seed: int = 42
-    patience: int = 5
-    refit: bool = True
-    registered_model: str | None = None
-    resume: str | None = None
-    progress: str = "auto"
-    verbose: bool = False
-
-
-@dataclass
-class IngestConfig:  # configs/ingest.yaml
-    db: DbConfig = field(default_factory=DbConfig)
-    dataset: Any = MISSING
-    verbose: bool = False
-
-
-@dataclass
-class EvaluateConfig:  # configs/evaluate.yaml
-    db: DbConfig = field(default_factory=DbConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    run_id: str | None = None
-    bundle: str | None = None
-    split: str | None = None  # the split.npz to evaluate on; None: the bundle's run's artifact
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    k: int | None = None
-    curve_k: int = 50
-    chunk_size: int = 2048
-    device: str = "auto"
-    report_dir: str = ".recmf/reports"
-    compare: list[str] = field(default_factory=list)
-    allow_data_mismatch: bool = False
-    verbose: bool = False
-
-
-@dataclass
-class RecommendConfig:  # configs/recommend.yaml
-    db: DbConfig = field(default_factory=DbConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    user: Any = None  # an id or a list of ids; checked by recmf.checks.user_list
-    k: int = 10
-    exclude_seen: bool = True
-    run_id: str | None = None
-    bundle: str | None = None
-    model: str | None = None
-    format: str = "table"
-    list_users: bool = False
-    verbose: bool = False
 
 
 def register() -> None:
@@ -203,6 +57,195 @@ def compose(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(name, overrides=list(overrides))
+
+
+def compose_settings(
+    name: str, overrides: list[str] | tuple[str, ...] = (), who: str | None = None
+) -> Any:
+    """A script's checked, typed settings without running the script (benchmarks, tests, the
+    Python API); a config Hydra refuses raises :class:`ConfigError` worded for ``who``."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(name, overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(config_error_message(exc, who or f"{name}.py")) from None
+    return settings(cfg, name)
+
+
+def settings(cfg: Any, script: str) -> Any:
+    """``cfg`` checked (:func:`validate`) and turned into the script's typed settings
+    (:class:`~recmf.settings.TrainConfig` and friends): the one place a config becomes the
+    dataclasses every function below the wiring takes."""
+    from omegaconf import OmegaConf
+
+    validate(cfg, script)
+    return OmegaConf.to_object(cfg)
+
+
+def resumed(
+    cfg: TrainConfig, saved: dict, run_id: str, overrides: list[str] | None = None
+) -> TrainConfig:
+    """The train config of interrupted run ``run_id`` (``saved``, as it logged it) with this call's
+    tracking settings, ``resume`` cleared, and each key in ``overrides`` (``key=value`` as
+    typed; default: Hydra's record of this job's command line) taken from ``cfg``; the run's
+    store URL gets its password back from this call's when it names the same server."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(cfg)
+    saved = {**saved, "trainer": dict(saved.get("trainer") or {})}
+    saved["trainer"].pop("_target_", None)  # runs before it was dropped from the schema
+    typed = _typed_node(saved, TrainConfig)
+    keys = _typed_keys(_command_line() if overrides is None else overrides)
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        # logger: always this call's; absent: a group of @package _global_ (experiment=...)
+        if key != "resume" and key.split(".")[0] != "logger" and value is not _ABSENT:
+            OmegaConf.update(typed, key, value, merge=False)
+    typed.logger, typed.resume = cfg.logger, None
+    if "db.url" not in keys:
+        typed.db.url = _with_password(typed.db.url, cfg.db.url, run_id)
+    return OmegaConf.to_object(typed)
+
+
+def from_dict(data: dict, schema: type = TrainConfig) -> Any:
+    """Plain data (a saved config, a test's dict) checked against ``schema`` and turned into it,
+    with defaults for what it leaves out; the dataset's type is chosen by its ``name``."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(_typed_node(data, schema))
+
+
+def _typed_node(data: dict, schema: type) -> Any:
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.structured(schema)
+    name = (data.get("dataset") or {}).get("name")
+    if name in DATASETS:
+        base.dataset = OmegaConf.structured(DATASETS[name])
+    if "model" in base and schema is TrainConfig:
+        base.model = OmegaConf.structured(MFConfig)
+    return OmegaConf.merge(base, data)
+
+
+_ABSENT = object()
+
+
+def _command_line() -> list[str]:
+    """This job's command-line overrides as Hydra recorded them ([] outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _typed_keys(overrides: list[str]) -> list[str]:
+    """``db.schema=x`` -> ``db.schema``; ``+key=v`` and ``~key`` name ``key`` too."""
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides if not o.startswith("hydra.")]
+
+
+def _with_password(saved_url: str | None, given_url: str | None, run_id: str) -> str | None:
+    """The run's store URL, saved without its password: the given URL when it is the same
+    server (it carries the password), else a message saying how to give it."""
+    from recmf.store.errors import safe_url
+
+    if not saved_url or "***" not in saved_url:
+        return saved_url
+    if given_url and safe_url(str(given_url)) == saved_url:
+        return str(given_url)
+    raise ConfigError(
+        f"run {run_id} read its data from {saved_url}, whose password is not saved with the run. "
+        "Give it to the resume: set RECMF_DATABASE_URL to that URL with the password, or pass "
+        "db.url='postgresql://user:password@host:5432/db' with resume=."
+    )
+
+
+# --- Hydra's refusals in a user's words ----------------------------------------------------
+
+# Keys that moved: the one place each value is read now.
+_MOVED = {"model.latent_dim": "latent_dim", "model.loss": "loss"}
+
+# OmegaConf's names for the node types, in a user's words
+_TYPE_WORDS = {
+    "Integer": "a whole number, e.g. 10",
+    "Float": "a number, e.g. 0.01",
+    "Boolean": "true or false",
+    "String": "a text value",
+}
+
+
+def _typed(key: str) -> str | None:
+    """What the user typed for ``key`` on the command line (``key=value``), if anything."""
+    for arg in sys.argv[1:]:
+        name = arg.split("=", 1)[0].lstrip("+~")
+        if name == key or name.startswith(f"{key}."):
+            return arg
+    return None
+
+
+def config_error_message(exc: BaseException, script: str) -> str | None:
+    """One paragraph for a config mistake Hydra or OmegaConf raised; None for anything else."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, HydraException | OmegaConfBaseException):
+        return None
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+    help_line = (
+        f"`python scripts/{script} --cfg job` prints every key and its current value."
+        if script.endswith(".py")
+        else "configs/train.yaml lists every key."
+    )
+    where = f"scripts/{script}" if script.endswith(".py") else script
+    named = re.search(r"override '?([^'\s=]+)", str(exc))
+    key = getattr(cause, "full_key", None) or (named.group(1).rstrip(".") if named else None)
+    typed = _typed(str(key)) if key else None
+    if isinstance(exc, OverrideParseException):
+        bad = re.search(r"Exception: (\S+)", str(exc))
+        return (
+            f"Hydra cannot read the command-line item {bad.group(1) if bad else str(exc)!r}: "
+            "outside quotes, a value may not hold ; = , [ ] { } ( ) or spaces, and "
+            "true/false/null/numbers are read as such. Quote the value inside the item, and the "
+            "item for the shell: 'user=\"a;b\"', 'dataset.sep=\";\"', \"user='U=1'\" "
+            "(README, Configuration, has more)."
+        )
+    if isinstance(exc, MissingConfigException):
+        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
+        options = [o for o in exc.options or [] if not o.endswith("_schema")]
+        given = _typed(group) or exc.missing_cfg_file
+        return (
+            f"{given} names no config of {where}"
+            + (f"; the options of {group} are {', '.join(options)}" if options else "")
+            + f". Pass one of them, e.g. {group}={options[0] if options else '...'}."
+        )
+    if cause is not None and type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
+        moved = _MOVED.get(str(key))
+        if moved:
+            return (
+                f"{key} is not a config key of {where} (given {typed or key}): that "
+                f"value is set once, at the top level. Pass {moved}=... instead. {help_line}"
+            )
+        return (
+            f"unknown config key {key!r} (given {typed or key}) for {where}. Check its "
+            f"spelling and group. {help_line}"
+        )
+    if cause is not None and type(cause).__name__ == "ValidationError":
+        msg = str(getattr(cause, "msg", cause)).split("\n")[0]
+        wanted = re.search(r"converted to (\w+)", msg)
+        expected = _TYPE_WORDS.get(wanted.group(1), wanted.group(1)) if wanted else None
+        if expected is None and "not a ListConfig" in msg:
+            expected = "a list in brackets, e.g. [5,10,20]"
+        if expected is None and "valid bool" in msg:
+            expected = _TYPE_WORDS["Boolean"]
+        if expected is None and "to string" in msg:
+            expected = _TYPE_WORDS["String"] + " (quote it: key=\"'[a,b]'\")"
+        given = typed or f"{key}={getattr(cause, 'object_type_str', '?')}"
+        return (
+            f"{given}: {key} must be {expected or 'of another type'}. Fix the value on the "
+            f"command line (Hydra's words: {msg.rstrip('.')}). {help_line}"
+        )
+    text = " ".join(str(exc).split())
+    return f"the configuration of {where} could not be built: {text}. {help_line}"
 
 
 # --- ranges and choices: each check names the key, the value and what to type -----------------

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from recmf.data.sources import load_source
+from recmf.settings import IngestConfig
 from recmf.store import FeatureStore, IngestResult
 
 log = logging.getLogger("recmf")
 
 
-def run_ingest(cfg: Any) -> IngestResult:
+def run_ingest(cfg: IngestConfig) -> IngestResult:
     """Read ``cfg.dataset`` and ingest it into the store of ``cfg.db``; idempotent.
 
     The source is read and validated completely before the store is opened, so a bad file
     neither writes nor starts anything.
     """
-    from recmf.config import validate
-
-    validate(cfg, "ingest")
     start = time.perf_counter()
     raw = load_source(cfg.dataset)
     log.info(

@@ -1,52 +1,68 @@
-"""The verbs: ingest, train, evaluate, recommend; each takes a DictConfig, returns a result.
+"""The verbs: ingest, train, evaluate, recommend; each takes its typed settings, returns a result.
 
-This is the one place that instantiates config groups and injects what depends on the data
-(``n_users``, ``n_items``). Lightning and MLflow are imported inside the verbs that need them.
+The scripts turn their Hydra config into settings with :func:`recmf.config.settings` (checked,
+then dataclasses) and call one verb. Lightning and MLflow are imported inside the verbs that
+need them.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from recmf import checks, tracking
-from recmf.config import DEFAULT_SCHEMA, validate
 from recmf.errors import ConfigError, RunNotFoundError
 from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
+from recmf.settings import (
+    DEFAULT_SCHEMA,
+    EvaluateConfig,
+    IngestConfig,
+    RecommendConfig,
+    TrainConfig,
+)
 from recmf.train import run as training
 from recmf.train.run import TrainResult
 
 log = logging.getLogger("recmf")
 
 
-def ingest(cfg: DictConfig):
+def ingest(cfg: IngestConfig):
     """Add ``cfg.dataset`` to the store of ``cfg.db``; see :func:`recmf.ingest.run_ingest`."""
     from recmf.ingest import run_ingest
 
     return run_ingest(cfg)
 
 
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
-    """Check every value of ``cfg``, then train; see :func:`recmf.train.run.train`."""
-    validate(cfg, "train")
-    return training.train(cfg, overrides)
+def train(cfg: TrainConfig, overrides: list[str] | None = None) -> TrainResult:
+    """Train; see :func:`recmf.train.run.train`.
+
+    ``resume=<run_id>`` (or ``last``) continues an interrupted run with the run's own settings,
+    except for the keys in ``overrides`` (the command line's ``key=value`` items; by default
+    those Hydra recorded for this job), taken from ``cfg``.
+    """
+    if not cfg.resume:
+        return training.train(cfg)
+    from recmf.config import resumed
+    from recmf.train import resume
+
+    run_id, state = resume.load_point(cfg.logger, cfg.resume, training.CHECKPOINT_ROOT)
+    return training.train(resumed(cfg, state["config"], run_id, overrides), (run_id, state))
 
 
-def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
+def resolve_bundle(cfg: EvaluateConfig | RecommendConfig) -> tuple[Bundle, str | None]:
     """The bundle named by ``bundle=`` (a folder), ``model=`` (an MLflow model URI such as
     ``models:/recmf/3``), or ``run_id=``, or that of the latest run trained on ``db.schema``."""
-    if cfg.get("bundle"):
+    if cfg.bundle:
         return Bundle.load(cfg.bundle), None
-    if cfg.get("model"):
+    if getattr(cfg, "model", None):  # recommend only
         bundle = Bundle.load(tracking.model_bundle(cfg.logger, cfg.model))
         return bundle, bundle.meta.get("run_id")
-    run_id = cfg.get("run_id")
+    run_id = cfg.run_id
     # "latest" means the latest run trained on the schema asked for (default recmf), so a run on
     # another data set never answers for this one; a named run answers for its own schema
     schema = None if run_id else (cfg.db.schema or DEFAULT_SCHEMA)
@@ -59,11 +75,11 @@ def resolve_bundle(cfg: DictConfig) -> tuple[Bundle, str | None]:
     return Bundle.load(path), run.info.run_id
 
 
-def resolve_split(cfg: DictConfig, bundle: Bundle) -> SavedSplit:
+def resolve_split(cfg: EvaluateConfig, bundle: Bundle) -> SavedSplit:
     """The split to evaluate ``bundle`` on: ``split=`` (a split.npz or a folder holding one), or
     the ``split`` artifact of the run that trained it (named in its meta), from the tracking
     store; refused when it is not that run's split."""
-    if cfg.get("split"):
+    if cfg.split:
         where = repr(str(cfg.split))
         saved = SavedSplit.load(cfg.split)
     else:
@@ -78,7 +94,7 @@ def resolve_split(cfg: DictConfig, bundle: Bundle) -> SavedSplit:
             tracking.find_training_run(cfg.logger, run_id)  # a clear message for an unknown run
             saved = SavedSplit.load(tracking.download_split(cfg.logger, run_id))
         except RunNotFoundError as exc:
-            if not cfg.get("bundle"):
+            if not cfg.bundle:
                 raise
             raise RunNotFoundError(
                 f"the split of the bundle's run {run_id} was not found ({exc}) Pass split=<the "
@@ -118,7 +134,7 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def evaluate(cfg: DictConfig) -> EvalResult:
+def evaluate(cfg: EvaluateConfig) -> EvalResult:
     """Rank all items for every test user with a training run's bundle; log metrics and report.
 
     Metrics are on the run's saved split (its ``split`` artifact, or ``split=``): its test part,
@@ -138,8 +154,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from recmf.eval.report import write_report
     from recmf.serve.recommender import Answer
 
-    validate(cfg, "evaluate")
-    ks = checks.positive_ints("ks", [cfg.k] if cfg.get("k") is not None else cfg.ks)
+    ks = checks.positive_ints("ks", [cfg.k] if cfg.k is not None else cfg.ks)
     bundle, run_id = resolve_bundle(cfg)
     split = resolve_split(cfg, bundle)
     device = torch.device(
@@ -226,13 +241,12 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     return result
 
 
-def compare(cfg: DictConfig) -> str:
+def compare(cfg: EvaluateConfig) -> str:
     """Evaluate several runs and put their test metrics side by side.
 
     Refuses runs whose training data digests differ (their test splits differ too, so the
     numbers would not be comparable) unless ``allow_data_mismatch=true``.
     """
-    validate(cfg, "evaluate")
     runs = [str(r) for r in cfg.compare]
     if len(runs) < 2:
         raise ConfigError(
@@ -251,8 +265,7 @@ def compare(cfg: DictConfig) -> str:
         )
     results = []
     for run_id in runs:
-        run_cfg = OmegaConf.merge(cfg, {"run_id": run_id, "compare": []})
-        results.append(evaluate(run_cfg))
+        results.append(evaluate(replace(cfg, run_id=run_id, compare=[])))
     ks = results[0].ks
     from recmf.eval.metrics import METRICS
 
@@ -271,7 +284,7 @@ def compare(cfg: DictConfig) -> str:
     return "\n".join(lines)
 
 
-def recommend(cfg: DictConfig):
+def recommend(cfg: RecommendConfig):
     """Top-K items for one or several users, excluding what each has in the store now.
 
     The store is the one the model was trained from (its schema is in the bundle) unless
@@ -281,22 +294,20 @@ def recommend(cfg: DictConfig):
     from recmf.serve.recommender import Answer, Recommender
     from recmf.store import FeatureStore
 
-    validate(cfg, "recommend")
     users = checks.user_list(cfg.user)
     k = cfg.k
     bundle, _ = resolve_bundle(cfg)
-    db = OmegaConf.merge(cfg.db, {"schema": cfg.db.schema or bundle.meta["data"]["schema"]})
+    db = replace(cfg.db, schema=cfg.db.schema or bundle.meta["data"]["schema"])
     with FeatureStore.open(db, create=False) as store:
         history = store.user_history(users)
     recs = Recommender(bundle).recommend(users, k, history, exclude_seen=cfg.exclude_seen)
     return Answer(Answer.source_of(bundle.meta, db.schema), recs)
 
 
-def list_users(cfg: DictConfig, limit: int = 20) -> list[str]:
+def list_users(cfg: RecommendConfig, limit: int = 20) -> list[str]:
     """Some user ids of the store the model was trained from (or of ``db.schema``)."""
     from recmf.store import FeatureStore
 
-    validate(cfg, "recommend")
     schema = cfg.db.schema or resolve_bundle(cfg)[0].meta["data"]["schema"]
-    with FeatureStore.open(OmegaConf.merge(cfg.db, {"schema": schema}), create=False) as store:
+    with FeatureStore.open(replace(cfg.db, schema=schema), create=False) as store:
         return store.list_users(limit)

@@ -15,9 +15,8 @@ import numpy as np
 from bench_common import save
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
     from recmf.data.interactions import Interactions
+    from recmf.settings import TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Ingest, train twice, print NDCG@k of the three; 1 below ``--min-ratio`` of trained."""
     from recmf import cli
-    from recmf.config import compose
+    from recmf.config import compose_settings
     from recmf.data.sources import load_source
     from recmf.store import FeatureStore
     from recmf.train.fitting import quiet_lightning
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.experiment != "none":
         overrides.append(f"experiment={args.experiment}")
     overrides.append(f"dataset.path={Path(args.data).resolve()}")
-    cfg = compose("train", [*overrides, *args.overrides])
+    cfg = compose_settings("train", [*overrides, *args.overrides])
     with FeatureStore.open(cfg.db) as store:
         cli.run(lambda: store.ingest(load_source(cfg.dataset)))
     data, _ = load_interactions(cfg)
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def held_out_users(
-    data: Interactions, cfg: DictConfig, holdout: float, seed: int, workdir: Path
+    data: Interactions, cfg: TrainConfig, holdout: float, seed: int, workdir: Path
 ) -> dict:
     """Users held out of training entirely, folded in at request time, against the same users
     trained normally and against popularity (NDCG@k and P@k on their test items).

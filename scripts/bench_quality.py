@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train and evaluate once per seed, print the mean table; 1 if a floor is not met."""
     from recmf import cli, pipeline
-    from recmf.config import compose
+    from recmf.config import compose_settings
     from recmf.data.sources import load_source
     from recmf.store import FeatureStore
 
@@ -65,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
         data.append(f"dataset.items_path={Path(args.items).resolve()}")
     runs = []
     for seed in args.seeds:
-        cfg = compose("train", [*data, *logger, f"seed={seed}", *args.overrides])
+        cfg = compose_settings("train", [*data, *logger, f"seed={seed}", *args.overrides])
         t0 = time.perf_counter()
         with FeatureStore.open(cfg.db) as store:
             ingest = cli.run(lambda cfg=cfg, store=store: store.ingest(load_source(cfg.dataset)))
         ingest_s = time.perf_counter() - t0
         trained = cli.run(lambda cfg=cfg: pipeline.train(cfg))
-        ecfg = compose("evaluate", [*logger, f"run_id={trained.run_id}", "ks=[5,10,20]"])
+        ecfg = compose_settings("evaluate", [*logger, f"run_id={trained.run_id}", "ks=[5,10,20]"])
         result = cli.run(lambda ecfg=ecfg: pipeline.evaluate(ecfg))
         runs.append(
             {

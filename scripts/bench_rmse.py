@@ -19,9 +19,8 @@ import numpy as np
 from bench_common import save
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
     from recmf.data.interactions import Interactions
+    from recmf.settings import TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Ingest, cross-validate, print each fold and the mean; 1 above ``--max-rmse``."""
     from recmf import cli
-    from recmf.config import compose
+    from recmf.config import compose_settings
     from recmf.data.sources import load_source
     from recmf.store import FeatureStore
 
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         f"seed={args.seed}",
         *args.overrides,
     ]
-    cfg = compose("train", overrides)
+    cfg = compose_settings("train", overrides)
     with FeatureStore.open(cfg.db) as store:
         cli.run(lambda: store.ingest(load_source(cfg.dataset)))
         data = store.read_interactions()
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 def kfold_rmse(
     data: Interactions,
-    cfg: DictConfig,
+    cfg: TrainConfig,
     n_folds: int = 5,
     val_fraction: float = 0.05,
     seed: int = 0,

@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     if not args.tracking_uri:  # a fresh model on the synthetic data set, in its own schema
         from recmf import cli, pipeline
-        from recmf.config import compose
+        from recmf.config import compose_settings
 
         # registered as models:/recmf/latest in the benchmark's own tracking store
         overrides = [f"logger.tracking_uri={uri}", "db.schema=bench_serve"]
         overrides.append("registered_model=recmf")
-        cfg = compose("train", overrides)
+        cfg = compose_settings("train", overrides)
         cli.run(lambda: pipeline.train(cfg))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bench_common import ROOT, save, spread
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the measurements asked for, print one line each, save them as JSON."""
     import bench_speed_lib as sp
     import bench_speed_store
-    from omegaconf import OmegaConf
+
+    from recmf.settings import DbConfig
 
     device = args.device
     if device == "auto":
@@ -55,13 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out: dict = {"device": device, "cpu_count": os.cpu_count()}
-    db = OmegaConf.create(
-        {
-            "url": os.environ.get("RECMF_DATABASE_URL"),
-            "schema": "bench_speed",
-            "data_dir": ".recmf/pgdata",
-        }
-    )
+    db = DbConfig(os.environ.get("RECMF_DATABASE_URL"), "bench_speed")
     if args.store_rows:
         out["store"] = s = bench_speed_store.store_io(db, args.store_rows)
         print(
@@ -122,7 +118,6 @@ def _recommend_speed(db) -> dict:
     import tempfile
 
     import bench_speed_lib as sp
-    from omegaconf import OmegaConf
 
     from recmf.data.sources import synthetic
     from recmf.data.split import temporal_split
@@ -130,7 +125,7 @@ def _recommend_speed(db) -> dict:
     from recmf.serve.bundle import Bundle
     from recmf.store import FeatureStore
 
-    db = OmegaConf.merge(db, {"schema": "bench_speed_small"})
+    db = replace(db, schema="bench_speed_small")
     with FeatureStore.open(db) as store:
         store.ingest(synthetic())
         data = store.read_interactions()

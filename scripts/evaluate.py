@@ -18,9 +18,9 @@ def main(cfg: DictConfig) -> None:
     from recmf.pipeline import compare, evaluate
 
     if cfg.compare:
-        print(cli.run(lambda: compare(cfg), cfg.verbose))
+        print(cli.call(compare, cfg, "evaluate"))
         return
-    result = cli.run(lambda: evaluate(cfg), cfg.verbose)
+    result = cli.call(evaluate, cfg, "evaluate")
     print(f"{result.header()}\n{result.table()}")
 
 

@@ -19,7 +19,7 @@ from recmf import cli, config  # noqa: F401  (config registers the key types wit
 def main(cfg: DictConfig) -> None:
     from recmf.pipeline import ingest
 
-    result = cli.run(lambda: ingest(cfg), cfg.verbose)
+    result = cli.call(ingest, cfg, "ingest")
     print(result.summary())
 
 

@@ -19,9 +19,9 @@ def main(cfg: DictConfig) -> None:
     from recmf.serve.recommender import format_table, to_json
 
     if cfg.list_users:
-        print("\n".join(cli.run(lambda: pipeline.list_users(cfg), cfg.verbose)))
+        print("\n".join(cli.call(pipeline.list_users, cfg, "recommend")))
         return
-    answer = cli.run(lambda: pipeline.recommend(cfg), cfg.verbose)
+    answer = cli.call(pipeline.recommend, cfg, "recommend")
     print(to_json(answer) if cfg.format == "json" else format_table(answer))
 
 

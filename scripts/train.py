@@ -17,7 +17,7 @@ from recmf import cli, config  # noqa: F401  (config registers the key types wit
 def main(cfg: DictConfig) -> float:
     from recmf.pipeline import train
 
-    result = cli.run(lambda: train(cfg), cfg.verbose)
+    result = cli.call(train, cfg, "train")
     if result.run_id:  # DDP ranks other than 0 have no run of their own
         print(result.summary())
     return result.best_val  # the objective of hparams_search sweeps

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from omegaconf import DictConfig, OmegaConf
 
 import recmf.config  # noqa: F401  (registers the config schemas that compose() needs)
+from recmf.settings import DbConfig
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +47,10 @@ def make_db_cfg(pg_url: str, pg_admin: sa.Engine, tmp_path) -> Iterator:
     """Factory of db configs, each with its own fresh schema, dropped after the test."""
     schemas: list[str] = []
 
-    def make() -> DictConfig:
+    def make() -> DbConfig:
         schema = f"t_{uuid.uuid4().hex[:8]}"
         schemas.append(schema)
-        return OmegaConf.create(
-            {"url": pg_url, "schema": schema, "data_dir": str(tmp_path / "pgdata")}
-        )
+        return DbConfig(pg_url, schema, str(tmp_path / "pgdata"))
 
     yield make
     with pg_admin.begin() as conn:
@@ -61,13 +59,13 @@ def make_db_cfg(pg_url: str, pg_admin: sa.Engine, tmp_path) -> Iterator:
 
 
 @pytest.fixture
-def db_cfg(make_db_cfg) -> DictConfig:
+def db_cfg(make_db_cfg) -> DbConfig:
     """A ``db`` config (url, schema, data_dir) for a fresh schema on the session's server."""
     return make_db_cfg()
 
 
 @pytest.fixture
-def store(db_cfg: DictConfig) -> Iterator:
+def store(db_cfg: DbConfig) -> Iterator:
     """An open :class:`FeatureStore` on a fresh schema."""
     from recmf.store import FeatureStore
 

@@ -121,7 +121,8 @@ def test_two_first_trainings_with_the_embedded_server_both_succeed(tmp_path):
 
 
 def test_store_lock_makes_a_second_opener_wait_and_say_so(tmp_path, caplog):
-    from recmf.tracking import sqlite_path, store_lock
+    from recmf.tracking.run_index import sqlite_path
+    from recmf.tracking.store import store_lock
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert sqlite_path(uri) == tmp_path / "mlflow.db"

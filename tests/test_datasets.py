@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from recmf.data.sources import csv_source, load_source, movielens_100k, synthetic
 from recmf.errors import DataFormatError
@@ -197,22 +196,18 @@ def test_movielens_100k_downloads_once_and_checks_the_md5(tmp_path):
 
 
 def test_load_source_dispatches_and_rejects_unknown_names(tmp_path):
-    cfg = OmegaConf.create(
-        {
-            "name": "synthetic",
-            "n_users": 20,
-            "n_items": 10,
-            "n_interactions": 150,
-            "rank": 2,
-            "popularity_exponent": 1.0,
-            "seed": 3,
-        }
+    from types import SimpleNamespace
+
+    from recmf.settings import CsvColumns, CsvConfig, SyntheticConfig
+
+    cfg = SyntheticConfig(
+        n_users=20, n_items=10, n_interactions=150, rank=2, popularity_exponent=1.0, seed=3
     )
     assert len(load_source(cfg)) == 150
     with pytest.raises(ValueError, match=r"unknown dataset name 'parquet'.*'synthetic'"):
-        load_source(OmegaConf.create({"name": "parquet"}))
+        load_source(SimpleNamespace(name="parquet"))
     with pytest.raises(ValueError, match=r"dataset=csv needs dataset.path"):
-        load_source(OmegaConf.create({"name": "csv", "path": "???", "columns": COLUMNS}))
+        load_source(CsvConfig(columns=CsvColumns(**COLUMNS)))
 
 
 def test_ingest_script_reports_a_bad_file_without_a_traceback(tmp_path):

@@ -4,11 +4,12 @@ import json
 import os
 import re
 import uuid
+from dataclasses import replace
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from recmf.settings import DbConfig, LoggerConfig
 from tests.scripts import ROOT, TINY, run_script
 
 _run = run_script
@@ -77,7 +78,7 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
     }
     from recmf import tracking
 
-    logger = OmegaConf.create({"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"]})
+    logger = LoggerConfig(trained["env"]["MLFLOW_TRACKING_URI"])
     bundle = tracking.download_bundle(logger, trained["run_id"])
     assert bundle.parts[-2:] == ("artifacts", "bundle") and (bundle / "weights.npz").is_file()
 
@@ -111,9 +112,10 @@ def test_evaluate_logs_metrics_matching_training(trained):
                 f"report_dir={trained['cwd'] / 'reports'}",
             ],
         )
+    from recmf.config import settings
     from recmf.pipeline import evaluate
 
-    result = evaluate(cfg)
+    result = evaluate(settings(cfg, "evaluate"))
     assert result.val_metrics["ndcg_at_10"] == pytest.approx(
         metrics["best_val_ndcg_at_10"], abs=1e-6
     )
@@ -134,13 +136,7 @@ def test_recommend_json_excludes_what_the_user_has(trained):
     assert [r["user_id"] for r in recs] == ["U1", "U2"]
     from recmf.store import FeatureStore
 
-    db = OmegaConf.create(
-        {
-            "url": trained["env"]["RECMF_DATABASE_URL"],
-            "schema": trained["schema"],
-            "data_dir": ".recmf/pgdata",
-        }
-    )
+    db = DbConfig(trained["env"]["RECMF_DATABASE_URL"], trained["schema"])
     with FeatureStore.open(db) as store:
         history = store.user_history(["U1", "U2"])
     for r in recs:
@@ -221,7 +217,7 @@ def test_sweep_is_one_parent_run_with_nested_trials(trained, name, sweep):
 def test_recommend_from_a_bundle_folder_matches_the_run(trained):
     from recmf import tracking
 
-    logger = OmegaConf.create({"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"]})
+    logger = LoggerConfig(trained["env"]["MLFLOW_TRACKING_URI"])
     folder = tracking.download_bundle(logger, trained["run_id"])  # the model's artifacts/bundle
     args = ["user=U3", "k=4", "format=json"]
     by_run = _run(
@@ -240,9 +236,7 @@ def test_recommend_from_a_bundle_folder_matches_the_run(trained):
 def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
     from recmf import tracking
 
-    logger = OmegaConf.create(
-        {"tracking_uri": trained["env"]["MLFLOW_TRACKING_URI"], "experiment_name": "recmf"}
-    )
+    logger = LoggerConfig(trained["env"]["MLFLOW_TRACKING_URI"], "recmf")
     index = trained["cwd"] / "mlflow.db.recmf-runs.json"  # recmf's own, not MLflow's tables
     assert index.is_file()
     for run_id, schema in ((None, None), (trained["run_id"], None), (None, trained["schema"])):
@@ -251,7 +245,7 @@ def test_fast_local_lookup_finds_the_run_mlflow_finds(trained):
         assert tracking.local_bundle_fast(logger, run_id, schema) == slow
     assert tracking.local_bundle_fast(logger, None, "nosuchschema") is None
     assert tracking.local_bundle_fast(logger, "0123456789abcdef") is None
-    other = OmegaConf.merge(logger, {"experiment_name": "nosuchexperiment"})
+    other = replace(logger, experiment_name="nosuchexperiment")
     assert tracking.local_bundle_fast(other, None, trained["schema"]) is None
 
 

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.slow  # each test starts a server of its own (a few sec
 # "count" -> the store's interaction count (a query on the server), "exit" -> close and exit.
 USER = """
 import sys
-from omegaconf import OmegaConf
+from recmf.settings import DbConfig
 from recmf.store import FeatureStore
 
-cfg = OmegaConf.create({"url": None, "schema": "recmf", "data_dir": sys.argv[1]})
+cfg = DbConfig(None, "recmf", sys.argv[1])
 store = FeatureStore.open(cfg)
 print("ready", flush=True)
 for line in sys.stdin:
@@ -152,8 +152,8 @@ def test_embedded_server_serves_processes_that_come_and_go_while_one_is_killed(t
     the churn (a killed user's watcher among them), and no process ever finds it gone."""
     pgdata = (tmp_path / "pgdata").resolve()
     churn = (
-        "import sys\nfrom omegaconf import OmegaConf\nfrom recmf.store import FeatureStore\n"
-        "cfg = OmegaConf.create({'url': None, 'schema': 'recmf', 'data_dir': sys.argv[1]})\n"
+        "import sys\nfrom recmf.settings import DbConfig\nfrom recmf.store import FeatureStore\n"
+        "cfg = DbConfig(None, 'recmf', sys.argv[1])\n"
         "for _ in range(4):\n"
         "    with FeatureStore.open(cfg) as store:\n"
         "        assert store.n_interactions() == 0\n"

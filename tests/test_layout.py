@@ -10,7 +10,7 @@ from tests.scripts import ROOT
 
 # Lower layers first; a module may import its own layer and those below it.
 LAYERS = [
-    ("recmf.errors", "recmf.checks"),
+    ("recmf.errors", "recmf.checks", "recmf.settings"),
     ("recmf.data",),
     ("recmf.store",),
     ("recmf.tracking", "recmf.eval"),
@@ -19,6 +19,8 @@ LAYERS = [
     ("recmf.train",),
     ("recmf.config", "recmf.cli", "recmf.ingest", "recmf.pipeline", "recmf.api"),  # the wiring
 ]
+# The only modules that read a Hydra config; everything else takes typed settings
+CONFIG_READERS = ("recmf.config", "recmf.cli")
 # MLflow runs this file to build the served model: it must subclass MLflow's PythonModel
 MLFLOW_ENTRY = "recmf.serve.pyfunc_entry"
 
@@ -91,6 +93,18 @@ def test_layout_serve_never_imports_train_and_only_tracking_imports_mlflow():
         uses_mlflow = any(i == "mlflow" or i.startswith("mlflow.") for i in imported)
         if uses_mlflow:
             assert module.startswith("recmf.tracking") or module == MLFLOW_ENTRY, module
+
+
+def test_layout_only_the_wiring_reads_a_hydra_config():
+    """Below ``recmf.config`` (which turns a config into :mod:`recmf.settings` dataclasses) and
+    ``recmf.cli`` (Hydra's entry point and callback) no module imports Hydra or OmegaConf, so
+    what a function reads is on its signature."""
+    readers = []
+    for module, path in _modules().items():
+        imported = _imports(path)
+        if any(i.split(".")[0] in ("hydra", "omegaconf") for i in imported):
+            readers.append(module)
+    assert sorted(readers) == sorted(CONFIG_READERS)
 
 
 def test_layout_only_tracking_calls_the_mlflow_client_behind_the_logger():

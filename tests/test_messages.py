@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from recmf.data.delimited import read_columns
 from recmf.data.sources import csv_source
 from recmf.errors import DataFormatError
+from recmf.settings import DbConfig
 from recmf.store import FeatureStore, StoreError, safe_url
 from recmf.store.errors import hide_secret
 from recmf.store.server import normalise_url
@@ -50,7 +50,7 @@ def test_normalise_url_rejects_a_mistyped_url_without_its_password(url, password
 def test_store_open_with_a_mistyped_url_names_it_without_its_password(
     url, password, shown, tmp_path
 ):
-    cfg = OmegaConf.create({"url": url, "schema": "recmf", "data_dir": str(tmp_path / "pg")})
+    cfg = DbConfig(url, "recmf", str(tmp_path / "pg"))
     with pytest.raises(StoreError) as err:
         FeatureStore.open(cfg)
     message = str(err.value)

@@ -18,6 +18,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,12 +27,13 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
 from sqlalchemy.engine import make_url
 
+from recmf.config import from_dict
 from recmf.data.interactions import RawInteractions
 from recmf.errors import DataFormatError
 from recmf.ingest import run_ingest
+from recmf.settings import DbConfig, IngestConfig
 from recmf.store import FeatureStore, StoreError
 from recmf.store.schema import make_tables
 from recmf.store.server import EmbeddedServer, normalise_url
@@ -81,6 +83,10 @@ def script_env(cwd: Path, db_url: str | None = None) -> dict[str, str]:
 def csv_args(path: Path, schema: str) -> list[str]:
     columns = [f"dataset.columns.{role}={name}" for role, name in CSV_COLUMNS.items()]
     return ["dataset=csv", f"dataset.path={path}", *columns, f"db.schema={schema}"]
+
+
+def ingest_config(db: DbConfig, dataset: dict) -> IngestConfig:
+    return from_dict({"db": asdict(db), "dataset": dataset}, IngestConfig)
 
 
 def csv_dataset(path: Path) -> dict:
@@ -226,7 +232,7 @@ def test_ingest_killed_mid_copy_leaves_the_store_as_it_was_and_a_rerun_completes
     wait_until_gone(pg_admin, pid)
     assert store_state(db_cfg, pg_admin) == before
 
-    result = run_ingest(OmegaConf.create({"db": db_cfg, "dataset": csv_dataset(big_csv)}))
+    result = run_ingest(ingest_config(db_cfg, csv_dataset(big_csv)))
     assert (result.added, result.n_interactions) == (BIG_ROWS, before["n_interactions"] + BIG_ROWS)
     after = store_state(db_cfg, pg_admin)
     assert after["user_features"] == after["n_users"] and after["item_features"] == after["n_items"]
@@ -256,7 +262,7 @@ def test_ingest_whose_backend_is_terminated_exits_2_with_one_paragraph_and_store
     wait_until_gone(pg_admin, pid)
     assert store_state(db_cfg, pg_admin) == before  # primary key back, nothing stored
 
-    result = run_ingest(OmegaConf.create({"db": db_cfg, "dataset": csv_dataset(big_csv)}))
+    result = run_ingest(ingest_config(db_cfg, csv_dataset(big_csv)))
     assert result.added == result.n_interactions == BIG_ROWS
 
 
@@ -702,8 +708,9 @@ def test_csv_ingest_stores_what_the_file_says_or_refuses_and_stores_nothing(
     path = tmp_path_factory.mktemp("csv") / "interactions.csv"
     path.write_bytes(case["text"].encode("utf-8"))
     schema = f"h_{uuid.uuid4().hex[:8]}"
-    db = {"url": pg_url, "schema": schema, "data_dir": str(path.parent / "pgdata")}
-    cfg = OmegaConf.create({"db": db, "dataset": {**case["dataset"], "path": str(path)}})
+    db = DbConfig(pg_url, schema, str(path.parent / "pgdata"))
+    dataset = {**case["dataset"], "path": str(path)}
+    cfg = from_dict({"db": asdict(db), "dataset": dataset}, IngestConfig)
     try:
         try:
             run_ingest(cfg)
@@ -715,7 +722,7 @@ def test_csv_ingest_stores_what_the_file_says_or_refuses_and_stores_nothing(
             return
         assert case["expected"] is not None, "stored a file the rules refuse"
         event(f"stored {len(case['expected'])} rows")
-        with FeatureStore.open(OmegaConf.create(db), create=False) as store:
+        with FeatureStore.open(db, create=False) as store:
             data = store.read_interactions()
         v = data.vocab
         stored = [

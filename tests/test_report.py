@@ -330,6 +330,7 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
+    from recmf.config import settings
     from recmf.pipeline import evaluate, train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -351,9 +352,9 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
             ],
         )
         eval_args = [f"logger.tracking_uri={uri}", "ks=[5,10]", "curve_k=20", f"db.schema={schema}"]
-        run = train(train_cfg)
+        run = train(settings(train_cfg, "train"))
         by_run = compose("evaluate", [*eval_args, f"report_dir={tmp_path / 'reports'}"])
-    result = evaluate(by_run)
+    result = evaluate(settings(by_run, "evaluate"))
     html_path = result.report_path.with_name("report.html")
     text = html_path.read_text(encoding="utf-8")
     page = _parse(html_path)
@@ -367,25 +368,27 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     logged = {a.path for a in client.list_artifacts(run.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/learning_curves.png"} <= logged
 
-    from omegaconf import OmegaConf
+    from dataclasses import replace
 
     from recmf import tracking
     from recmf.eval.split_file import SplitFileError
+    from recmf.settings import LoggerConfig
 
     # a bundle folder (the MLflow model's artifacts/bundle) is evaluated on its run's split,
     # found in the tracking store, or on the split.npz named by split=
-    logger = OmegaConf.create({"tracking_uri": uri})
+    logger = LoggerConfig(uri)
     folder = tracking.download_bundle(logger, run.run_id)
     artifacts = client.get_run(run.run_id).info.artifact_uri.removeprefix("file://")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         by_folder = compose(
             "evaluate", [*eval_args, f"bundle={folder}", f"report_dir={tmp_path / 'bundle'}"]
         )
+    by_folder = settings(by_folder, "evaluate")
     found = evaluate(by_folder)
     text = found.report_path.with_name("report.html").read_text(encoding="utf-8")
     assert "No learning curves are available" in text and "bundle folder" in text
     assert found.metrics == result.metrics
-    named = OmegaConf.merge(by_folder, {"split": f"{artifacts}/split/split.npz"})
+    named = replace(by_folder, split=f"{artifacts}/split/split.npz")
     assert evaluate(named).metrics == result.metrics
     # a split of other data is refused: its rows would index another vocabulary
     other = tmp_path / "other_split"
@@ -399,4 +402,4 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
         **{f"{p}_rating": np.zeros(3, np.float32) for p in ("train", "val", "test")},
     )
     with pytest.raises(SplitFileError, match="not the one of the model evaluated"):
-        evaluate(OmegaConf.merge(by_folder, {"split": str(other.with_suffix(".npz"))}))
+        evaluate(replace(by_folder, split=str(other.with_suffix(".npz"))))

@@ -118,16 +118,13 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(setup, sig, ph
 
 
 def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_path):
-    from omegaconf import OmegaConf
-
     from recmf import tracking
     from recmf.errors import TrainingInterrupted
+    from recmf.settings import LoggerConfig, TrainConfig
     from recmf.train import resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = OmegaConf.create(
-        {"logger": {"tracking_uri": uri, "experiment_name": "recmf", "run_name": None}}
-    )
+    cfg = TrainConfig(logger=LoggerConfig(uri))
     logger = tracking.make_logger(cfg.logger, {tracking.KIND_TAG: "train"})
     workdir = tmp_path / "ckpt"
     first = TrainingInterrupted("train", 0)
@@ -144,8 +141,8 @@ def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_p
 
 
 def test_resume_takes_the_password_from_the_same_url_given_now_and_refuses_another():
+    from recmf.config import _with_password
     from recmf.errors import ConfigError
-    from recmf.train.resume import _with_password
 
     saved = "postgresql+psycopg2://bob:***@db.example:5432/recs"
     given = "postgresql+psycopg2://bob:s3cret@db.example:5432/recs"

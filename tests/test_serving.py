@@ -12,24 +12,30 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from recmf.config import compose
+from recmf.config import compose, settings
 from recmf.data.interactions import RawInteractions
 from recmf.errors import ConfigError
+from recmf.settings import DbConfig, LoggerConfig
 from recmf.store import FeatureStore
 from tests.scripts import TINY
 
 
-def _compose(name: str, overrides: list[str], db_url: str | None = None):
+def _compose(name: str, overrides: list[str], db_url: str | None = None, **values):
+    """``name``'s settings; ``values``: keys set after composing (a URL's '=' and '?', a list
+    of users, are not override grammar)."""
     cfg = compose(name, overrides)
-    if db_url:  # set after composing: a URL's '=' and '?' are not override grammar
+    if db_url:
         OmegaConf.update(cfg, "db.url", db_url)
-    return cfg
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return settings(cfg, name)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +56,8 @@ def _recommend(served, users: list[str], extra: list[str] = ()) -> list[dict]:
 
     if not any(e.startswith(("model=", "run_id=")) for e in extra):  # other tests train too
         extra = [*extra, f"run_id={served['run'].run_id}"]
-    cfg = _compose(
-        "recommend", [f"logger.tracking_uri={served['uri']}", "k=5", *extra], served["pg_url"]
-    )
-    cfg = OmegaConf.merge(cfg, {"user": users})
+    overrides = [f"logger.tracking_uri={served['uri']}", "k=5", *extra]
+    cfg = _compose("recommend", overrides, served["pg_url"], user=users)
     return [
         {"user_id": r.user_id, "path": r.path, "items": [(i.item_id, i.score) for i in r.items]}
         for r in pipeline.recommend(cfg).users
@@ -61,7 +65,7 @@ def _recommend(served, users: list[str], extra: list[str] = ()) -> list[dict]:
 
 
 def _add_user(served, user: str, items: list[str]) -> None:
-    db = OmegaConf.create({"url": served["pg_url"], "schema": served["schema"], "data_dir": "x"})
+    db = DbConfig(served["pg_url"], served["schema"], "x")
     with FeatureStore.open(db) as store:
         n = len(items)
         store.ingest(
@@ -98,7 +102,7 @@ def _bundle(served):
     from recmf.serve.bundle import Bundle
     from recmf.tracking import download_bundle
 
-    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    logger_cfg = LoggerConfig(served["uri"])
     return Bundle.load(download_bundle(logger_cfg, served["run"].run_id))
 
 
@@ -106,7 +110,7 @@ def _split(served):
     from recmf.eval.split_file import SavedSplit
     from recmf.tracking import download_split
 
-    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    logger_cfg = LoggerConfig(served["uri"])
     return SavedSplit.load(download_split(logger_cfg, served["run"].run_id))
 
 
@@ -164,7 +168,7 @@ def test_run_stores_each_weight_file_once(served):
 
     run_files = listed()
     assert run_files == ["split/split.npz"]
-    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    logger_cfg = LoggerConfig(served["uri"])
     model = run_model(logger_cfg, run_id)
     bundle = bundle_in_model(model.artifact_location)
     model_root = bundle.parent.parent
@@ -183,7 +187,7 @@ def test_pyfunc_answers_without_the_store_and_says_seen_items_are_not_excluded(s
         port = s.getsockname()[1]
     monkeypatch.setenv("RECMF_DATABASE_URL", f"postgresql://recmf@127.0.0.1:{port}/recmf")
     model = RecmfModel()
-    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    logger_cfg = LoggerConfig(served["uri"])
     bundle_dir = download_bundle(logger_cfg, served["run"].run_id)
     model.load(str(bundle_dir), {"db": {"schema": served["schema"], "data_dir": "unused"}})
     answer = model.predict(["U1", "NOBODY"], 5, True)
@@ -249,7 +253,7 @@ def test_run_records_its_data_as_an_mlflow_dataset_input(served, pg_url):
     common = [f"logger.tracking_uri={served['uri']}", f"db.schema={schema}"]
     cfg = _compose("train", [*common, *TINY, "registered_model=null"], pg_url)
     first, second = pipeline.train(cfg), pipeline.train(cfg)
-    logger_cfg = OmegaConf.create({"tracking_uri": served["uri"]})
+    logger_cfg = LoggerConfig(served["uri"])
     assert data_digest(logger_cfg, first.run_id) == data_digest(logger_cfg, second.run_id)
     served_db = dict(served)
     served_db["schema"] = schema
@@ -267,9 +271,9 @@ def test_run_records_its_data_as_an_mlflow_dataset_input(served, pg_url):
     )
     with pytest.raises(ConfigError, match="different data"):
         pipeline.compare(ecfg)
-    table = pipeline.compare(OmegaConf.merge(ecfg, {"allow_data_mismatch": True}))
+    table = pipeline.compare(replace(ecfg, allow_data_mismatch=True))
     assert "ndcg@10" in table and first.run_id[:8] in table
-    same = pipeline.compare(OmegaConf.merge(ecfg, {"compare": [first.run_id, second.run_id]}))
+    same = pipeline.compare(replace(ecfg, compare=[first.run_id, second.run_id]))
     assert same.startswith("data digest ")
 
 

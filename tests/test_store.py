@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from omegaconf import OmegaConf
 
 from recmf.data.interactions import RawInteractions
 from recmf.errors import DataFormatError
+from recmf.settings import DbConfig
 from recmf.store import FeatureStore, StoreError, safe_url
 from recmf.store.schema import make_tables
 from recmf.store.server import normalise_url
@@ -264,7 +264,11 @@ def test_empty_store_reads_as_empty_interactions(store):
 
 
 def test_bad_csv_raises_and_leaves_the_store_unchanged(db_cfg, tmp_path):
+    from dataclasses import asdict
+
+    from recmf.config import from_dict
     from recmf.ingest import run_ingest
+    from recmf.settings import IngestConfig
 
     good = tmp_path / "good.csv"
     good.write_text("user,item,rating,time\nu1,a,4,100\nu2,b,3,200\n")
@@ -277,7 +281,7 @@ def test_bad_csv_raises_and_leaves_the_store_unchanged(db_cfg, tmp_path):
         "header": True,
         "columns": {"user": "user", "item": "item", "rating": "rating", "time": "time"},
     }
-    cfg = OmegaConf.create({"db": db_cfg, "dataset": dataset})
+    cfg = from_dict({"db": asdict(db_cfg), "dataset": dataset}, IngestConfig)
     assert run_ingest(cfg).n_interactions == 2
     cfg.dataset.path = str(bad)
     with pytest.raises(DataFormatError, match=r"bad\.csv, line 4: expected 4 fields"):
@@ -289,6 +293,7 @@ def test_bad_csv_raises_and_leaves_the_store_unchanged(db_cfg, tmp_path):
 def test_run_ingest_with_the_composed_ingest_config(pg_url, db_cfg):
     from hydra import compose, initialize_config_dir
 
+    from recmf.config import settings
     from recmf.ingest import run_ingest
 
     overrides = [
@@ -300,18 +305,12 @@ def test_run_ingest_with_the_composed_ingest_config(pg_url, db_cfg):
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("ingest", overrides)
-    result = run_ingest(cfg)
+    result = run_ingest(settings(cfg, "ingest"))
     assert (result.n_users, result.n_items, result.n_interactions) == (50, 30, 600)
 
 
 def test_open_unreachable_server_raises_store_error_without_the_password(tmp_path):
-    cfg = OmegaConf.create(
-        {
-            "url": "postgresql://alice:s3cr3t-pw@127.0.0.1:1/recmf",
-            "schema": "recmf",
-            "data_dir": str(tmp_path),
-        }
-    )
+    cfg = DbConfig("postgresql://alice:s3cr3t-pw@127.0.0.1:1/recmf", "recmf", str(tmp_path))
     with pytest.raises(StoreError) as err:
         FeatureStore.open(cfg)
     message = str(err.value)
@@ -324,13 +323,7 @@ def test_open_with_an_unknown_user_raises_store_error_without_the_password(pg_ur
     from sqlalchemy.engine import make_url
 
     url = make_url(pg_url).set(username="nobody_here", password="s3cr3t-pw")
-    cfg = OmegaConf.create(
-        {
-            "url": url.render_as_string(hide_password=False),
-            "schema": "recmf",
-            "data_dir": str(tmp_path),
-        }
-    )
+    cfg = DbConfig(url.render_as_string(hide_password=False), "recmf", str(tmp_path))
     with pytest.raises(StoreError) as err:
         FeatureStore.open(cfg)
     assert "s3cr3t-pw" not in str(err.value) and "nobody_here:***@" in str(err.value)
@@ -346,7 +339,7 @@ def test_open_with_an_unknown_user_raises_store_error_without_the_password(pg_ur
     ],
 )
 def test_open_rejects_bad_urls_and_schema_names(url, schema, expected, tmp_path):
-    cfg = OmegaConf.create({"url": url, "schema": schema, "data_dir": str(tmp_path / "pg")})
+    cfg = DbConfig(url, schema, str(tmp_path / "pg"))
     with pytest.raises(StoreError, match=expected) as err:
         FeatureStore.open(cfg)
     assert "pw123" not in str(err.value)
@@ -360,15 +353,15 @@ def test_safe_url_hides_passwords_even_when_unparsable():
 
 def test_embedded_server_is_shared_by_processes_and_stopped_by_the_last(tmp_path):
     pgdata = tmp_path / "data" / "pgdata"
-    cfg = OmegaConf.create({"url": None, "schema": "recmf", "data_dir": str(pgdata)})
+    cfg = DbConfig(None, "recmf", str(pgdata))
     first = FeatureStore.open(cfg)
     first.ingest(raw([("u1", "a", 1.0, 1)]))
     second = FeatureStore.open(cfg)  # same process: closing it must not stop the server
     second.close()
     script = (
-        "import sys; from omegaconf import OmegaConf; from recmf.store import FeatureStore; "
+        "import sys; from recmf.settings import DbConfig; from recmf.store import FeatureStore; "
         "from recmf.data.interactions import RawInteractions; import numpy as np\n"
-        f"cfg = OmegaConf.create({{'url': None, 'schema': 'recmf', 'data_dir': {str(pgdata)!r}}})\n"
+        f"cfg = DbConfig(None, 'recmf', {str(pgdata)!r})\n"
         "with FeatureStore.open(cfg) as s:\n"
         "    s.ingest(RawInteractions(np.array(['u2']), np.array(['b']), None, np.array([2])))\n"
         "    print(s.n_interactions())\n"

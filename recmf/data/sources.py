@@ -12,6 +12,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +28,51 @@ from recmf.data.delimited import (
 from recmf.data.interactions import RawInteractions
 from recmf.data.synthetic import synthetic
 from recmf.errors import ConfigError, DataFormatError
+from recmf.settings import (
+    MISSING,
+    CsvConfig,
+    DatasetConfig,
+    MovieLensConfig,
+    SyntheticConfig,
+)
 
 SOURCES = ("synthetic", "movielens-100k", "csv")
 __all__ = ["SOURCES", "RawInteractions", "load_source", "synthetic", "movielens_100k", "csv_source"]
 
 
-def load_source(dataset_cfg: Any) -> RawInteractions:
-    """The interactions a ``dataset`` config group describes (dispatch on ``name``)."""
-    name = dataset_cfg.get("name")
-
-    def get(key: str, default: Any = None) -> Any:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(dataset_cfg, DictConfig) and OmegaConf.is_missing(dataset_cfg, key):
-            raise ConfigError(
-                f"dataset={name} needs dataset.{key}; pass dataset.{key}=... on the command line"
-            )
-        return dataset_cfg.get(key, default)
-
-    if name == "synthetic":
+def load_source(dataset: DatasetConfig) -> RawInteractions:
+    """The interactions a ``dataset`` setting describes (dispatch on its type)."""
+    if not isinstance(dataset, SyntheticConfig | MovieLensConfig | CsvConfig):
+        raise ConfigError(
+            f"unknown dataset name {getattr(dataset, 'name', dataset)!r}; expected one of "
+            f"{list(SOURCES)} (e.g. dataset=synthetic, dataset=movielens-100k or dataset=csv)"
+        )
+    unset = [f.name for f in fields(dataset) if getattr(dataset, f.name) == MISSING]
+    if unset:
+        raise ConfigError(
+            f"dataset={dataset.name} needs dataset.{unset[0]}; pass dataset.{unset[0]}=... on "
+            "the command line"
+        )
+    if isinstance(dataset, SyntheticConfig):
+        d = dataset
         return synthetic(
-            int(get("n_users", 1000)),
-            int(get("n_items", 800)),
-            int(get("n_interactions", 60000)),
-            int(get("rank", 8)),
-            float(get("popularity_exponent", 1.0)),
-            int(get("seed", 0)),
+            d.n_users, d.n_items, d.n_interactions, d.rank, d.popularity_exponent, d.seed
         )
-    if name == "movielens-100k":
-        return movielens_100k(
-            get("path"), get("url"), get("md5"), get("cache_dir", ".recmf/downloads")
-        )
-    if name == "csv":
+    if isinstance(dataset, MovieLensConfig):
+        return movielens_100k(dataset.path, dataset.url, dataset.md5, dataset.cache_dir)
+    if isinstance(dataset, CsvConfig):
+        d = dataset
         return csv_source(
-            get("path"),
-            get("sep", ","),
-            bool(get("header", True)),
-            get("columns"),
-            get("items_path"),
-            get("items_sep", ","),
-            get("items_columns"),
-            get("time_unit", "s"),
+            d.path,
+            d.sep,
+            d.header,
+            asdict(d.columns),
+            d.items_path,
+            d.items_sep,
+            asdict(d.items_columns),
+            d.time_unit,
         )
-    raise ConfigError(
-        f"unknown dataset name {name!r}; expected one of {list(SOURCES)} "
-        "(e.g. dataset=synthetic, dataset=movielens-100k or dataset=csv)"
-    )
+    raise AssertionError(dataset)  # unreachable: every type is handled above
 
 
 def movielens_100k(

@@ -19,25 +19,25 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+
+from recmf.settings import DbConfig
 
 log = logging.getLogger(__name__)
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # the file MLflow runs to load the model
 COLUMNS = ("user_id", "rank", "item_id", "title", "score", "path", "note")
 TYPES = ("string", "long", "string", "string", "double", "string", "string")  # MLflow's names
-REQUIREMENTS = ["numpy", "pandas", "sqlalchemy", "psycopg2-binary", "mlflow", "omegaconf"]
+REQUIREMENTS = ["numpy", "pandas", "sqlalchemy", "psycopg2-binary", "mlflow"]
 
 
-def store_config(db_cfg: Any) -> dict:
+def store_config(db: DbConfig) -> dict:
     """What the served model needs to reach the store: URL without password, schema, and the
     embedded server's data directory made absolute (the server may run from elsewhere)."""
     from recmf.store.errors import safe_url
 
-    url = db_cfg.get("url")
     return {
-        "url": safe_url(url) if url else None,
-        "schema": db_cfg.get("schema"),
-        "data_dir": str(Path(db_cfg.get("data_dir") or ".recmf/pgdata").resolve()),
+        "url": safe_url(db.url) if db.url else None,
+        "schema": db.schema,
+        "data_dir": str(Path(db.data_dir).resolve()),
     }
 
 
@@ -64,13 +64,13 @@ class RecmfModel:
         try:
             with self._lock:  # one store (one connection pool) per process, opened once
                 if self._store is None:
-                    from omegaconf import OmegaConf
-
                     url = os.environ.get("RECMF_DATABASE_URL") or self.db.get("url")
                     if url and "***" in url:  # the run hid the password: it must come from env
                         url = None
-                    cfg = OmegaConf.create({**self.db, "url": url})
-                    self._store = FeatureStore.open(cfg, create=False)  # never creates schemas
+                    db = DbConfig(
+                        url, self.db.get("schema"), self.db.get("data_dir") or ".recmf/pgdata"
+                    )
+                    self._store = FeatureStore.open(db, create=False)  # never creates schemas
                 store = self._store
             return store.user_history(users)
         except StoreError as exc:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
 
 from recmf.data.interactions import Interactions, Vocab
+from recmf.settings import DbConfig
 from recmf.store.copy_io import copy_out, copy_out_csv
 from recmf.store.db_errors import store_error
 from recmf.store.errors import StoreError, safe_url
@@ -47,11 +48,11 @@ class FeatureStore:
         self.schema = tables.schema
 
     @classmethod
-    def open(cls, db_cfg: Any, create: bool = True) -> FeatureStore:
+    def open(cls, db_cfg: DbConfig, create: bool = True) -> FeatureStore:
         """Connect to ``db_cfg.url`` (or the embedded server) and create the schema if missing.
 
         Args:
-            db_cfg: has ``url`` (``None``: the embedded server under ``data_dir``), ``schema``
+            db_cfg: ``url`` (``None``: the embedded server under ``data_dir``), ``schema``
                 and ``data_dir`` (relative to the working directory).
             create: create the schema and its tables when missing; ``False`` (readers of a
                 store that must exist already) raises instead, and writes nothing.

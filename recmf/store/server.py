@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from recmf.settings import DbConfig
 from recmf.store.errors import StoreError, hide_secret, safe_url
 from recmf.store.watcher import ensure_watcher, prune_dead_users
 
@@ -159,13 +160,13 @@ def data_dir_path(data_dir: str | os.PathLike) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
-def resolve_url(db_cfg: Any) -> tuple[str, EmbeddedServer | None]:
+def resolve_url(db_cfg: DbConfig) -> tuple[str, EmbeddedServer | None]:
     """The psycopg2 URL the store should use, and the embedded server handle if one was started.
 
     Args:
-        db_cfg: has ``url`` (``None`` for the embedded server) and ``data_dir``.
+        db_cfg: ``url`` (``None`` for the embedded server) and ``data_dir``.
     """
-    url = getattr(db_cfg, "url", None)
+    url = db_cfg.url
     if url:
         return normalise_url(str(url)), None
     handle = EmbeddedServer.start(data_dir_path(db_cfg.data_dir))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from recmf.settings import LoggerConfig
+from recmf.tracking.names import KIND_TAG
+from recmf.tracking.store import _client, ensure_experiment
 
-from recmf.tracking import KIND_TAG, _client, ensure_experiment
 
-
-def open_parent(logger_cfg: Any, name: str, params: dict[str, str]) -> str:
+def open_parent(logger_cfg: LoggerConfig, name: str, params: dict[str, str]) -> str:
     """Create the sweep's parent run (tagged as a sweep) with ``params``; its id."""
     client = _client(logger_cfg.tracking_uri)
     exp_id = ensure_experiment(logger_cfg)  # under the store's lock: trials race for it
@@ -17,7 +17,7 @@ def open_parent(logger_cfg: Any, name: str, params: dict[str, str]) -> str:
     return run.info.run_id
 
 
-def close_parent(logger_cfg: Any, parent_id: str, metric: str, mode: str) -> None:
+def close_parent(logger_cfg: LoggerConfig, parent_id: str, metric: str, mode: str) -> None:
     """Record the number of trials and the best one by ``metric`` (``mode`` max or min), and end
     the parent run: FINISHED, or FAILED when no trial logged the metric."""
     client = _client(logger_cfg.tracking_uri)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 from recmf.data.interactions import Interactions
 from recmf.data.split import Split
 from recmf.errors import TrainingInterrupted
 from recmf.model.mf import MatrixFactorization
+from recmf.settings import TrainConfig, TrainerConfig
 from recmf.train import progress
 
 
@@ -54,8 +54,15 @@ def merge_train_val(split: Split) -> Split:
     return Split(joined, va, split.test, split.dropped_val, split.dropped_test)
 
 
+def trainer_arguments(trainer: TrainerConfig) -> dict:
+    """``trainer`` as keyword arguments of ``lightning.pytorch.Trainer``."""
+    from dataclasses import asdict
+
+    return asdict(trainer)
+
+
 def _fit(
-    cfg: DictConfig,
+    cfg: TrainConfig,
     split: Split,
     logger,
     callbacks,
@@ -65,7 +72,6 @@ def _fit(
     ckpt_path: Path | None = None,
 ):
     """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
-    import hydra
     import lightning as L
 
     from recmf.data.batches import InteractionsDataModule
@@ -93,14 +99,13 @@ def _fit(
     )
     _trim_heap()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
-    shown, bar = progress.callbacks(cfg.get("progress", "auto"), max_epochs)
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
+    shown, bar = progress.callbacks(cfg.progress, max_epochs)
+    arguments = {**trainer_arguments(cfg.trainer), **extra}
+    arguments.update(max_epochs=max_epochs, enable_progress_bar=bar)
+    trainer = L.Trainer(
+        **arguments,
         logger=logger,
         callbacks=[*callbacks, *shown],
-        max_epochs=max_epochs,
-        enable_progress_bar=bar,
-        **extra,
     )
     try:
         trainer.fit(lit, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -184,7 +189,7 @@ class StopOnSignal:
 
 
 def fit_select_refit(
-    cfg: DictConfig,
+    cfg: TrainConfig,
     split: Split,
     logger,
     workdir: Path,
@@ -200,7 +205,8 @@ def fit_select_refit(
     number, so a resumed fit ends where an uninterrupted one would.
 
     Args:
-        cfg: The train config (model, trainer, k, seed, patience, refit).
+        cfg: The settings it reads: model, trainer, latent_dim, loss, k, seed, patience,
+            refit, progress (the store, logger and data set are not its business).
         split: Train/validation(/test) interactions.
         logger: A Lightning logger, or False.
         workdir: Where checkpoints are written.

@@ -10,10 +10,8 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-from omegaconf import DictConfig, OmegaConf
 
 from recmf import tracking
 from recmf.data.interactions import Interactions
@@ -21,6 +19,7 @@ from recmf.data.split import temporal_split
 from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
+from recmf.settings import TrainConfig
 from recmf.train import resume
 
 log = logging.getLogger("recmf")
@@ -45,7 +44,7 @@ class TrainResult:
         )
 
 
-def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
+def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict]:
     """Read the store's interactions (ingesting the configured data set into an empty store)."""
     from recmf.data.sources import load_source
     from recmf.store import FeatureStore
@@ -70,7 +69,7 @@ def load_interactions(cfg: DictConfig) -> tuple[Interactions, dict]:
 CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
 
 
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> TrainResult:
     """Train on the store's data, select the epoch on validation NDCG@k, log everything.
 
     With ``refit=true`` the model is then retrained on train + validation for the selected
@@ -78,13 +77,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
     those interactions are the most informative ones a final model can see.
 
     SIGINT/SIGTERM stop it after logging the last completed epoch's checkpoint to the run;
-    ``resume=<run_id>`` (or ``resume=last``) continues that run from there, with the run's own
-    config except for the keys in ``overrides`` (the command line's ``key=value`` items; by
-    default those Hydra recorded for this job).
+    ``resume_point`` (the run id and state :func:`recmf.train.resume.load_point` found, with
+    ``cfg`` the run's own settings) continues that run from there.
     """
-    resume_state, resume_run = None, None
-    if cfg.get("resume"):
-        cfg, resume_run, resume_state = resume.load_point(cfg, CHECKPOINT_ROOT, overrides)
+    resume_run, resume_state = resume_point or (None, None)
     data, snapshot = load_interactions(cfg)
     if resume_state and snapshot["content_hash"][:32] != resume_state["digest"]:
         raise ConfigError(
@@ -157,7 +153,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
             meta = {
                 "loss": cfg.loss,
                 "k": cfg.k,
-                "refit": bool(cfg.refit),
+                "refit": cfg.refit,
                 "run_id": logger.run_id,
                 "config": tracking.safe_config(cfg),
                 "data": snapshot,
@@ -183,8 +179,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> TrainResult:
                 logger.run_id,
                 cfg.logger.tracking_uri,
                 bundle_dir,
-                pyfunc.store_config(OmegaConf.merge(cfg.db, {"schema": snapshot["schema"]})),
-                None if in_sweep else cfg.get("registered_model"),
+                pyfunc.store_config(replace(cfg.db, schema=snapshot["schema"])),
+                None if in_sweep else cfg.registered_model,
                 ServedModel(pyfunc.ENTRY, pyfunc.COLUMNS, pyfunc.TYPES, pyfunc.REQUIREMENTS),
             )
         tracking.tag_run(logger, tracking.BUNDLE_TAG, "1")
