@@ -124,7 +124,7 @@ def _typed_node(data: dict, schema: type) -> Any:
     name = (data.get("dataset") or {}).get("name")
     if name in DATASETS:
         base.dataset = OmegaConf.structured(DATASETS[name])
-    if "model" in base and schema is TrainConfig:
+    if schema is TrainConfig:
         base.model = OmegaConf.structured(MFConfig)
     return OmegaConf.merge(base, data)
 

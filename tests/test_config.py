@@ -164,3 +164,26 @@ def test_config_top_level_values_have_one_source_of_truth():
     assert (cfg.loss, cfg.latent_dim, cfg.k) == ("mse", 8, 5)
     # the registered model follows the store schema, so data sets never share a name
     assert compose("train", ["db.schema=ml100k"]).registered_model == "ml100k"
+
+
+def test_config_resumed_is_the_runs_own_settings_with_what_was_typed_now():
+    """A resume rebuilds the run's typed settings from what it logged: its data set and model,
+    the keys typed on the resuming command line, and this call's tracking store."""
+    from dataclasses import asdict
+
+    from recmf.config import compose_settings, resumed
+    from recmf.settings import MFConfig, MovieLensConfig
+
+    run = compose_settings(
+        "train", ["experiment=ml100k", "latent_dim=16", "trainer.max_epochs=7", "seed=3"]
+    )
+    saved = asdict(run)
+    now = compose_settings(
+        "train", ["resume=abc", "trainer.max_epochs=9", "logger.experiment_name=elsewhere"]
+    )
+    got = resumed(now, saved, "abc", ["resume=abc", "trainer.max_epochs=9"])
+    assert isinstance(got.dataset, MovieLensConfig) and isinstance(got.model, MFConfig)
+    assert got.model == run.model and got.db == run.db and got.latent_dim == 16
+    assert got.seed == 3  # the run's, not this call's default
+    assert got.trainer.max_epochs == 9  # typed now
+    assert got.logger.experiment_name == "elsewhere" and got.resume is None
