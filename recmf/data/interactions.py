@@ -9,10 +9,14 @@ saved with the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recmf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recmf.data.features import RawFeatures
 
 MAX_ID_BYTES = 2048  # UTF-8; PostgreSQL's B-tree (unique index on ids) refuses entries over 2704
 
@@ -27,6 +31,10 @@ class RawInteractions:
     timestamp: np.ndarray  # (n,) int64 unix seconds
     item_titles: dict[str, str] = field(default_factory=dict)  # item_id -> title, may be empty
     source: str = ""  # human description, no secrets
+    # side features (recmf.data.features): their ids need no row here (an item added with its
+    # features before anyone has seen it)
+    item_features: RawFeatures | None = None
+    user_features: RawFeatures | None = None
 
     def __post_init__(self) -> None:
         self.timestamp = np.asarray(self.timestamp, dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -23,10 +24,12 @@ from recmf.store.schema import (
     validate_schema_name,
 )
 from recmf.store.server import EmbeddedServer, connect_engine, data_dir_path, resolve_url
+from recmf.store.sides import features_hash, read_side_features
 from recmf.store.snapshot import content_hash
 from recmf.store.writer import IngestResult, write_interactions
 
 if TYPE_CHECKING:
+    from recmf.data.features import RawFeatures
     from recmf.data.interactions import RawInteractions
 
 log = logging.getLogger(__name__)
@@ -153,7 +156,7 @@ class FeatureStore:
         )
 
     def read_interactions(self) -> Interactions:
-        """All interactions as numpy columns, with a vocabulary of all users and items.
+        """All interactions as numpy columns, with a vocabulary of the users and items in them.
 
         Rows come in storage order (stable while the data is unchanged); ``user_idx``/``item_idx``
         are positions in the vocabulary, which is ordered by surrogate key (first ingested
@@ -169,14 +172,18 @@ class FeatureStore:
             # A scan joining another scan of a big table midway would rotate the row order.
             conn.exec_driver_sql("SET LOCAL synchronize_seqscans = off")
             cursor = conn.connection.driver_connection.cursor()
+            # the vocabulary: users and items with interactions (those with aggregate rows),
+            # not those only a features file named (they are cold: no embedding to train)
             user_keys, user_ids = copy_out_csv(
                 cursor,
-                f"SELECT user_key, user_id FROM {q('users')} ORDER BY user_key",
+                f"SELECT u.user_key, u.user_id FROM {q('users')} u "
+                f"JOIN {q('user_features')} f USING (user_key) ORDER BY u.user_key",
                 ("int8", "text"),
             )
             item_keys, item_ids, titles = copy_out_csv(
                 cursor,
-                f"SELECT item_key, item_id, title FROM {q('items')} ORDER BY item_key",
+                f"SELECT i.item_key, i.item_id, i.title FROM {q('items')} i "
+                f"JOIN {q('item_features')} f USING (item_key) ORDER BY i.item_key",
                 ("int8", "text", "text"),
             )
             # coalesce: every row fixed-width (a NULL would be a field without bytes).
@@ -203,15 +210,35 @@ class FeatureStore:
             interactions: what :meth:`read_interactions` returned, to avoid reading it again.
         """
         data = self.read_interactions() if interactions is None else interactions
-        return {
+        sides = [f for f in (self.read_features("user"), self.read_features("item")) if f]
+        digest = content_hash(data)
+        with_features = features_hash(sides)
+        if with_features:  # a store without side features keeps the digest it always had
+            digest = hashlib.sha256(f"{digest}:{with_features}".encode()).hexdigest()
+        out = {
             "url": self.url_safe,
             "schema": self.schema,
             "n_users": int(data.n_users),
             "n_items": int(data.n_items),
             "n_interactions": len(data),
             "max_timestamp": int(data.timestamp.max()) if len(data) else None,
-            "content_hash": content_hash(data),
+            "content_hash": digest,
         }
+        for f in sides:  # e.g. item_side_features "genres:multi,year:numeric"
+            out[f"{f.side}_side_features"] = ",".join(f"{n}:{k}" for n, k in f.kinds().items())
+            out[f"n_{f.side}s_with_features"] = len(f)
+        return out
+
+    def read_features(self, side: str) -> RawFeatures | None:
+        """The stored side features of ``side`` (``"user"`` or ``"item"``), one row per
+        entity with at least one value (whether or not it has interactions); None when none."""
+        with (
+            self._errors(f"reading {side} features"),
+            self._engine.connect().execution_options(postgresql_readonly=True) as conn,
+            conn.begin(),
+        ):
+            cursor = conn.connection.driver_connection.cursor()
+            return read_side_features(conn, cursor, self._tables, side)
 
     def user_history(self, user_ids: list[str]) -> dict[str, list[str]]:
         """For each known user id, the item ids they interacted with, earliest first.

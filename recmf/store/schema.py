@@ -42,6 +42,17 @@ class StoreTables:
     interactions: sa.Table
     user_features: sa.Table
     item_features: sa.Table
+    # side features (recmf.store.sides): added by later versions, created when missing
+    feature_kinds: sa.Table
+    user_categories: sa.Table
+    user_numbers: sa.Table
+    item_categories: sa.Table
+    item_numbers: sa.Table
+
+    def side_table(self, side: str, what: str) -> sa.Table:
+        """``user_categories``, ``item_numbers``, ...: ``side`` user|item, ``what``
+        categories|numbers."""
+        return getattr(self, f"{side}_{what}")
 
     def qualified(self, table: str) -> str:
         """``"schema"."table"`` quoted for PostgreSQL; only for names validated above."""
@@ -97,7 +108,52 @@ def make_tables(schema: str) -> StoreTables:
         sa.Column("popularity", sa.Float, nullable=False),  # share of all interactions
         sa.Column("popularity_rank", sa.BigInteger, nullable=False),  # 1 = most interactions
     )
-    return StoreTables(schema, md, users, items, interactions, user_features, item_features)
+    feature_kinds = sa.Table(
+        "feature_kinds",
+        md,
+        sa.Column("side", sa.Text, primary_key=True),  # user | item
+        sa.Column("feature", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),  # categorical | multi | numeric
+    )
+    sides = {}
+    for side, owner in (("user", users), ("item", items)):
+        key = f"{side}_key"
+        # categorical and multi values: one row per value (a multi feature has several)
+        sides[f"{side}_categories"] = sa.Table(
+            f"{side}_categories",
+            md,
+            sa.Column(key, sa.BigInteger, sa.ForeignKey(owner.c[key]), primary_key=True),
+            sa.Column("feature", sa.Text, primary_key=True),
+            sa.Column("value", sa.Text, primary_key=True),
+        )
+        sides[f"{side}_numbers"] = sa.Table(
+            f"{side}_numbers",
+            md,
+            sa.Column(key, sa.BigInteger, sa.ForeignKey(owner.c[key]), primary_key=True),
+            sa.Column("feature", sa.Text, primary_key=True),
+            sa.Column("value", sa.Float, nullable=False),  # finite; unknown is no row
+        )
+    return StoreTables(
+        schema,
+        md,
+        users,
+        items,
+        interactions,
+        user_features,
+        item_features,
+        feature_kinds,
+        **sides,
+    )
+
+
+# Tables a store made by an earlier recmf may lack: created on the next writable open.
+ADDED_LATER = (
+    "feature_kinds",
+    "user_categories",
+    "user_numbers",
+    "item_categories",
+    "item_numbers",
+)
 
 
 def create_schema(conn: sa.Connection, tables: StoreTables, where: str) -> None:
@@ -112,8 +168,8 @@ def create_schema(conn: sa.Connection, tables: StoreTables, where: str) -> None:
         sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"recmf:{tables.schema}"}
     )
     conn.execute(sa.schema.CreateSchema(tables.schema, if_not_exists=True))
-    if not check_tables(conn, tables, where):
-        tables.metadata.create_all(conn, checkfirst=True)
+    check_tables(conn, tables, where)
+    tables.metadata.create_all(conn, checkfirst=True)  # all, or those ADDED_LATER
 
 
 def check_tables(conn: sa.Connection, tables: StoreTables, where: str) -> bool:
@@ -135,7 +191,11 @@ def check_tables(conn: sa.Connection, tables: StoreTables, where: str) -> bool:
     found: dict[str, set[str]] = {}
     for table, column in rows:
         found.setdefault(table, set()).add(column)
-    needed = {t.name: {c.name for c in t.columns} for t in tables.metadata.sorted_tables}
+    needed = {
+        t.name: {c.name for c in t.columns}
+        for t in tables.metadata.sorted_tables
+        if t.name not in ADDED_LATER or t.name in found
+    }
     if not set(needed) & set(found):
         return False
     problems = [f"table {name} is missing" for name in needed if name not in found]

@@ -13,6 +13,9 @@ The steps, all inside the caller's transaction (a failure anywhere writes nothin
    safe here, for ids too; they are 2x faster than ``ON CONFLICT`` and leave no gaps in keys.
    Into an empty table the rows are COPYed straight in instead.
 4. Refresh the feature rows of the touched users and items (see :mod:`recmf.store.features`).
+5. Store the side features the source gives, if any (see :mod:`recmf.store.sides`); entities
+   they name beyond the interactions' get keys after those, so a data set's vocabulary order
+   does not depend on its features.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from recmf.store.copy_io import copy_in, copy_out, encode_fixed, encode_rows
 from recmf.store.features import load_features, refresh_features
 from recmf.store.rows import factorize, sort_unique_rows
 from recmf.store.schema import NATURAL_KEY, StoreTables
+from recmf.store.sides import SideResult, write_side_features
 
 if TYPE_CHECKING:
     from recmf.data.interactions import RawInteractions
@@ -51,13 +55,18 @@ class IngestResult:
     new_items: int
     added: int
     duplicates_skipped: int  # rows already stored, plus repeats within the input
+    features: tuple[SideResult, ...] = ()  # side features written, per side
 
     def summary(self) -> str:
         """One line for people: totals, then what this ingest changed."""
-        return (
+        line = (
             f"stored {self.n_users} users, {self.n_items} items, {self.n_interactions} "
             f"interactions (+{self.added} new, {self.duplicates_skipped} duplicates skipped)"
         )
+        for f in self.features:
+            made = f", {f.new_entities} of them new" if f.new_entities else ""
+            line += f"; {f.side} features of {f.entities} {f.side}s{made} ({f.values} values)"
+        return line
 
 
 def write_interactions(
@@ -65,11 +74,18 @@ def write_interactions(
 ) -> IngestResult:
     """Ingest ``raw`` inside the transaction open on ``conn``; see the module docstring."""
     n = len(raw)
-    if n == 0:
+    sides = [f for f in (raw.user_features, raw.item_features) if f is not None and len(f)]
+    if n == 0 and not sides:
         raise ValueError(f"no interactions to ingest from {raw.source or 'the source'}")
+    tx = _Transaction(conn, tables)
+    if n == 0:  # features only: e.g. an item added before anyone has interacted with it
+        tx.store_items(np.array([], dtype=object), raw.item_titles or {})
+        written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
+        tx.update_titles()
+        n_users, n_items, n_interactions = tx.totals()
+        return IngestResult(n_users, n_items, n_interactions, 0, 0, 0, 0, written)
     user_codes, user_ids = factorize(raw.user_id, "user")
     item_codes, item_ids = factorize(raw.item_id, "item")
-    tx = _Transaction(conn, tables)
     new_users, user_key_of_code = tx.store_users(user_ids)
     new_items, item_key_of_code = tx.store_items(item_ids, raw.item_titles or {})
     user_key, item_key = user_key_of_code[user_codes], item_key_of_code[item_codes]
@@ -93,6 +109,9 @@ def write_interactions(
         "%d input rows: %d repeated within the input, %d already stored, %d added",
         n, repeats, n - repeats - added, added,
     )  # fmt: skip
+    written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
+    if written:
+        tx.update_titles()  # of items the features file created
     n_users, n_items, n_interactions = tx.totals()
     return IngestResult(
         n_users=n_users,
@@ -102,6 +121,7 @@ def write_interactions(
         new_items=new_items,
         added=added,
         duplicates_skipped=n - added,
+        features=written,
     )
 
 
@@ -162,15 +182,19 @@ class _Transaction:
             f"AND NOT EXISTS (SELECT 1 FROM {q('items')} i WHERE i.item_id = s.item_id) "
             "ORDER BY s.code"
         ).rowcount
-        self.run(
-            f"UPDATE {q('items')} i SET title = s.title FROM {_STAGE_ITEMS} s WHERE "
-            "i.item_id = s.item_id AND s.title IS NOT NULL AND i.title IS DISTINCT FROM s.title"
-        )
+        self.update_titles()
         keys = (
             f"SELECT s.code, i.item_key FROM {_STAGE_ITEMS} s JOIN {q('items')} i "
             "USING (item_id) WHERE s.code IS NOT NULL"
         )
         return new, self._keys_of_codes(keys, len(item_ids))
+
+    def update_titles(self) -> None:
+        """Set the staged titles of stored items (after :meth:`store_items`)."""
+        self.run(
+            f"UPDATE {self.q('items')} i SET title = s.title FROM {_STAGE_ITEMS} s WHERE "
+            "i.item_id = s.item_id AND s.title IS NOT NULL AND i.title IS DISTINCT FROM s.title"
+        )
 
     def _keys_of_codes(self, query: str, n_codes: int) -> np.ndarray:
         """(n_codes,) int64 surrogate keys from a query returning (code, key) rows."""
