@@ -337,13 +337,15 @@ def _check_dataset(ds: Any) -> None:
     elif name == "csv":
         from omegaconf import OmegaConf
 
+        from recmf.data.features import feature_specs
+
         if OmegaConf.is_missing(ds, "path"):
             raise ConfigError(
                 "dataset=csv needs the file to read: pass dataset.path=ratings.csv (and the "
                 "column names, e.g. dataset.columns.user=userId dataset.columns.item=movieId)."
             )
         _text("dataset.path", ds.get("path"), "ratings.csv")
-        for key in ("sep", "items_sep"):
+        for key in ("sep", "items_sep", "users_sep"):
             if has(key) and (not isinstance(ds[key], str) or len(ds[key]) != 1):
                 raise _bad(f"dataset.{key}", ds[key], "one character", "';'")
         if has("time_unit"):
@@ -353,11 +355,39 @@ def _check_dataset(ds: Any) -> None:
             optional = key in ("rating", "time")
             if key in columns or not optional:
                 _check_column(f"dataset.columns.{key}", columns.get(key), optional)
-        _text("dataset.items_path", ds.get("items_path"), "movies.csv", optional=True)
+        features = {}
+        for side in ("items", "users"):
+            key = f"dataset.{side}_features"
+            given = ds.get(f"{side}_features")
+            if OmegaConf.is_config(given):
+                given = OmegaConf.to_container(given, resolve=True)
+            features[side] = feature_specs(key, given)
+            example = "movies.csv" if side == "items" else "users.csv"
+            _text(f"dataset.{side}_path", ds.get(f"{side}_path"), example, optional=True)
+            if features[side] and ds.get(f"{side}_path") is None:
+                raise ConfigError(
+                    f"{key} needs dataset.{side}_path, the file to read them from; pass "
+                    f"dataset.{side}_path={example}."
+                )
         if has("items_columns"):
             for key in ("item", "title"):
-                _check_column(f"dataset.items_columns.{key}", ds.items_columns.get(key), False)
-        for key in ("path", "items_path"):
+                optional = key == "title" and bool(features["items"])  # an items file for features
+                _check_column(f"dataset.items_columns.{key}", ds.items_columns.get(key), optional)
+        users_columns = ds.get("users_columns") or {}
+        if not OmegaConf.is_dict(users_columns) and not isinstance(users_columns, dict):
+            raise _bad("dataset.users_columns", users_columns, "a mapping", "{user: userId}")
+        _check_column(
+            "dataset.users_columns.user",
+            users_columns.get("user"),
+            optional=ds.get("users_path") is None,
+        )
+        if ds.get("users_path") is not None and not features["users"]:
+            raise ConfigError(
+                "dataset.users_path is set but dataset.users_features names no feature to read "
+                "from it; add one (e.g. dataset.users_features: {age: {column: age, kind: "
+                "numeric}} in a config file), or drop dataset.users_path."
+            )
+        for key in ("path", "items_path", "users_path"):
             _exists(f"dataset.{key}", ds.get(key))
     elif name == "movielens-100k":
         _text("dataset.path", ds.get("path"), "../shared/data/ml-100k", optional=True)

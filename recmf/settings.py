@@ -93,7 +93,7 @@ class CsvColumns:
 @dataclass
 class CsvItemColumns:  # read only with items_path
     item: Any = None
-    title: Any = None
+    title: Any = None  # may be null when dataset.items_features are given
 
 
 @dataclass
@@ -107,6 +107,13 @@ class CsvConfig:  # configs/dataset/csv.yaml
     items_path: str | None = None
     items_sep: str = ","
     items_columns: CsvItemColumns = field(default_factory=CsvItemColumns)
+    # side features (recmf.data.features.feature_specs): name -> {column, kind, sep, pattern,
+    # missing}; Any, as their names are the user's
+    items_features: Any = field(default_factory=dict)  # read from items_path
+    users_path: str | None = None
+    users_sep: str = ","
+    users_columns: Any = field(default_factory=lambda: {"user": None})
+    users_features: Any = field(default_factory=dict)  # read from users_path
 
 
 @dataclass

@@ -157,11 +157,12 @@ def make_ml100k(folder: Path) -> Path:
         folder / "u.data",
         "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t5\t881250950\n",
     )
+    flags = "|".join("0" * 19)  # one per genre: u.item has 5 + 19 fields
     write(
         folder / "u.item",
-        "242|Kolya (1996)|24-Jan-1997||http://x|0|0\n"
-        "302|L.A. Confidential (1997)|01-Jan-1997||http://y|0|1\n"
-        '303|Café "Noir" (1997)|01-Jan-1997||http://z|0|1\n',
+        f"242|Kolya (1996)|24-Jan-1997||http://x|{flags}\n"
+        f"302|L.A. Confidential (1997)|01-Jan-1997||http://y|{flags}\n"
+        f'303|Café "Noir" (1997)|01-Jan-1997||http://z|{flags}\n',
         encoding="latin-1",
     )
     return folder

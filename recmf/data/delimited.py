@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from recmf.data.features import MAX_VALUE_BYTES, FeatureColumn, FeatureSpec
 from recmf.data.interactions import MAX_ID_BYTES
 from recmf.errors import ConfigError, DataFormatError
 
@@ -163,8 +164,10 @@ class _Keys:
     def of(cls, columns: dict[str, str | int], columns_key: str | None) -> _Keys:
         if columns_key is None:  # csv_source's items file is the one with titles
             columns_key = "dataset.items_columns" if "title" in columns else "dataset.columns"
-        items = columns_key.endswith("items_columns")
-        return cls(columns=columns_key, sep="dataset.items_sep" if items else "dataset.sep")
+        # dataset.columns -> dataset.sep, dataset.items_columns -> dataset.items_sep, ...
+        head, _, last = columns_key.rpartition(".")
+        sep = last.removesuffix("columns") + "sep"
+        return cls(columns=columns_key, sep=f"{head}.{sep}" if head else sep)
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -197,6 +200,13 @@ def _raise_if_not_utf8(path: Path) -> None:
         "encoding, which `file -i` may tell)",
         line=line,
     )
+
+
+def first_row(
+    path: str | Path, sep: str, encoding: str = "utf-8", quoting: bool = True
+) -> list[str] | None:
+    """The fields of the first non-blank line (a header's names), or ``None`` for an empty file."""
+    return _first_row(Path(path).expanduser(), sep, encoding, quoting)
 
 
 def _first_row(path: Path, sep: str, encoding: str, quoting: bool) -> list[str] | None:
@@ -390,3 +400,134 @@ def time_column(cols: Columns, role: str = "time", unit: str = "s") -> np.ndarra
         row = int(np.flatnonzero(bad)[0])
         raise cols.fail(row, f"time {arrow_text[row].as_py()!r} is not valid; expected {kind}")
     return np.asarray(seconds, dtype=np.int64)
+
+
+# --- side features: one line per user or item, an id and feature columns ----------------------
+
+
+def feature_roles(
+    path: str | Path, sep: str, header: bool, specs: list[FeatureSpec], key: str
+) -> dict[str, str | int]:
+    """``read_columns`` roles (``features.<name>``) of ``specs``, checked against line 1.
+
+    Args:
+        key: the config key of the specs (``dataset.items_features``), named in errors.
+
+    Raises:
+        ConfigError: a feature's column is not in the header (or, without one, not a position
+            among line 1's fields). A missing or empty file is left to ``read_columns``.
+    """
+    path = Path(path).expanduser()
+    names = _first_row(path, sep, "utf-8", True) if path.is_file() and len(sep) == 1 else None
+    keys = _Keys.of({}, key.removesuffix("features") + "columns")
+    for spec in specs if names is not None else ():
+        col, where = spec.column, f"{key}.{spec.name}.column"
+        hint = _sep_hint(names, sep, keys)
+        if header and str(col) not in names:
+            raise ConfigError(
+                f"{where} is {col!r}, but the header of {path} has no such column; it has "
+                f"{names!r} (separator {sep!r}){hint}. Set {where} to one of them"
+            )
+        if not header and (isinstance(col, str) or not 0 <= col < len(names)):
+            raise ConfigError(
+                f"{where} is {col!r}, which is not a 0-based position among the {len(names)} "
+                f"fields of line 1 of {path} (separator {sep!r}, dataset.header=false){hint}. "
+                f"Set {where} to a position from 0 to {len(names) - 1}"
+            )
+    return {f"features.{spec.name}": spec.column for spec in specs}
+
+
+def unique_ids(cols: Columns, role: str) -> np.ndarray:
+    """``id_column``, refusing an id given on two lines (a features file has one per entity)."""
+    import pandas as pd
+
+    ids = id_column(cols, role)
+    repeated = np.flatnonzero(pd.Index(ids).duplicated())
+    if len(repeated):
+        row = int(repeated[0])
+        first = int(np.flatnonzero(ids == ids[row])[0])
+        raise cols.fail(
+            row,
+            f"the {role} id {ids[row]!r} is also on line {cols.line(first)}; a features file "
+            f"has one line per {role}: merge the two lines",
+        )
+    return ids
+
+
+class _BadValue(ValueError):
+    """A feature value a source refuses; the caller adds the file and line."""
+
+
+def feature_column(cols: Columns, spec: FeatureSpec, role: str | None = None) -> FeatureColumn:
+    """The values of one feature from its text column (role ``features.<name>`` by default).
+
+    A field is stripped of surrounding whitespace; empty, one of ``spec.missing``, or without a
+    match of ``spec.pattern`` is unknown (``None``, ``()``, NaN). A number must be decimal and
+    finite; a multi value has no empty element (``a||b``) and repeats are dropped; a text value
+    is at most ``MAX_VALUE_BYTES`` (UTF-8) and has no NUL.
+    """
+    encoded = pc.dictionary_encode(cols.values[role or f"features.{spec.name}"])
+    parse = {"categorical": _categorical, "multi": _multi, "numeric": _numeric}[spec.kind]
+    # parse each distinct field once: in order of first appearance, so the first bad one found
+    # is on the earliest line
+    uniques = encoded.dictionary.to_pylist()
+    parsed = np.empty(len(uniques), dtype=np.float64 if spec.kind == "numeric" else object)
+    for k, text in enumerate(uniques):
+        try:
+            parsed[k] = parse(_extract(text, spec), spec)
+        except _BadValue as exc:
+            row = int(np.flatnonzero(encoded.indices.to_numpy(zero_copy_only=False) == k)[0])
+            raise cols.fail(row, f"feature {spec.name!r}: {exc}") from None
+    return FeatureColumn(spec.name, spec.kind, parsed[encoded.indices.to_numpy()])
+
+
+def _extract(text: str, spec: FeatureSpec) -> str | None:
+    value = text.strip()
+    if value in spec.missing:
+        return None
+    if spec.pattern is not None:
+        match = spec.pattern.search(value)
+        value = None if match is None or match.group(1) is None else match.group(1).strip()
+    return value
+
+
+def _categorical(value: str | None, spec: FeatureSpec) -> str | None:
+    return _text_value(value) if value else None
+
+
+def _multi(value: str | None, spec: FeatureSpec) -> tuple[str, ...]:
+    if not value:
+        return ()
+    parts = [part.strip() for part in value.split(spec.sep)]
+    if "" in parts:
+        raise _BadValue(
+            f"{value!r} has an empty element (the separator {spec.sep!r} at its start or end, or "
+            f"twice in a row); expected values like 'a{spec.sep}b', or an empty field for none"
+        )
+    return tuple(dict.fromkeys(_text_value(part) for part in parts))
+
+
+def _numeric(value: str | None, spec: FeatureSpec) -> float:
+    if not value:
+        return float("nan")
+    if not _NUMBER.match(value):
+        raise _BadValue(
+            f"{value!r} is not a number; expected a decimal number like 1995 or 3.5, or an "
+            "empty field for unknown"
+        )
+    number = float(value)
+    if not np.isfinite(number):
+        raise _BadValue(f"{value!r} is not a finite number; expected e.g. 1995 or 3.5")
+    return number
+
+
+def _text_value(value: str) -> str:
+    if "\x00" in value:
+        raise _BadValue(f"{value[:40]!r} contains a NUL character, which PostgreSQL cannot store")
+    n_bytes = len(value.encode("utf-8"))
+    if n_bytes > MAX_VALUE_BYTES:
+        raise _BadValue(
+            f"a value of {n_bytes} bytes (UTF-8) is longer than the {MAX_VALUE_BYTES} the store "
+            f"keeps: {value[:40]!r}...; shorten it"
+        )
+    return value

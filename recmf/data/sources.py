@@ -7,27 +7,28 @@ writes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import urllib.error
-import urllib.request
-import zipfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recmf.data.delimited import (
+    Columns,
+    feature_column,
+    feature_roles,
     id_column,
     rating_column,
     read_columns,
     time_column,
     title_column,
+    unique_ids,
 )
+from recmf.data.features import FeatureSpec, RawFeatures, feature_specs
 from recmf.data.interactions import RawInteractions
+from recmf.data.movielens import ML100K_GENRES, movielens_100k
 from recmf.data.synthetic import synthetic
-from recmf.errors import ConfigError, DataFormatError
+from recmf.errors import ConfigError
 from recmf.settings import (
     MISSING,
     CsvConfig,
@@ -37,7 +38,15 @@ from recmf.settings import (
 )
 
 SOURCES = ("synthetic", "movielens-100k", "csv")
-__all__ = ["SOURCES", "RawInteractions", "load_source", "synthetic", "movielens_100k", "csv_source"]
+__all__ = [
+    "ML100K_GENRES",
+    "SOURCES",
+    "RawInteractions",
+    "load_source",
+    "synthetic",
+    "movielens_100k",
+    "csv_source",
+]
 
 
 def load_source(dataset: DatasetConfig) -> RawInteractions:
@@ -71,109 +80,13 @@ def load_source(dataset: DatasetConfig) -> RawInteractions:
             d.items_sep,
             asdict(d.items_columns),
             d.time_unit,
+            items_features=d.items_features,
+            users_path=d.users_path,
+            users_sep=d.users_sep,
+            users_columns=d.users_columns,
+            users_features=d.users_features,
         )
     raise AssertionError(dataset)  # unreachable: every type is handled above
-
-
-def movielens_100k(
-    path: str | Path | None = None,
-    url: str | None = None,
-    md5: str | None = None,
-    cache_dir: str | Path = ".recmf/downloads",
-) -> RawInteractions:
-    """MovieLens 100K from an ``ml-100k`` folder, or downloaded once into ``cache_dir``.
-
-    Args:
-        path: folder holding ``u.data`` (user, item, rating, time; tab separated) and ``u.item``
-            (``|`` separated, latin-1; id and title first). ``None`` downloads ``url``.
-        url: the zip archive published by GroupLens.
-        md5: its published checksum; a mismatch deletes the download and raises.
-        cache_dir: where the archive is kept and unpacked (relative to the working directory).
-    """
-    if path is None:
-        if not url or not md5:
-            raise ConfigError(
-                "dataset=movielens-100k needs dataset.path=/path/to/ml-100k, or "
-                "dataset.url and dataset.md5 to download it"
-            )
-        folder = _download_ml100k(url, md5, Path(cache_dir).expanduser().absolute())
-    else:
-        folder = Path(path).expanduser().absolute()
-    if not folder.is_dir():
-        raise DataFormatError(
-            folder,
-            "folder not found; expected the unpacked ml-100k folder "
-            "with u.data and u.item (dataset.path=/path/to/ml-100k)",
-        )
-    cols = read_columns(
-        folder / "u.data",
-        sep="\t",
-        header=False,
-        quoting=False,
-        columns={"user": 0, "item": 1, "rating": 2, "time": 3},
-        expected="MovieLens u.data: user, item, rating, time separated by tabs",
-    )
-    items = read_columns(
-        folder / "u.item",
-        sep="|",
-        header=False,
-        quoting=False,
-        encoding="latin-1",
-        columns={"item": 0, "title": 1},
-        expected="MovieLens u.item: item id|title|... in latin-1",
-    )
-    titles = title_column(items)
-    return RawInteractions(
-        user_id=id_column(cols, "user"),
-        item_id=id_column(cols, "item"),
-        rating=rating_column(cols),
-        timestamp=time_column(cols),
-        item_titles=titles,
-        source=f"movielens-100k from {folder}",
-    )
-
-
-def _download_ml100k(url: str, md5: str, cache_dir: Path) -> Path:
-    """The unpacked ml-100k folder under ``cache_dir``, downloading and checking it once."""
-    folder = cache_dir / "ml-100k"
-    if (folder / "u.data").is_file() and (folder / "u.item").is_file():
-        return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    archive = cache_dir / "ml-100k.zip"
-    if not archive.is_file() or _md5(archive) != md5:
-        part = archive.with_suffix(".zip.part")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError) as exc:
-            part.unlink(missing_ok=True)
-            raise ConfigError(
-                f"could not download MovieLens 100K from {url}: {exc}. Download and "
-                "unzip it yourself and pass dataset.path=/path/to/ml-100k"
-            ) from None
-        got = _md5(part)
-        if got != md5:
-            part.unlink(missing_ok=True)
-            raise ConfigError(
-                f"the download from {url} has md5 {got}, expected {md5} "
-                "(dataset.md5); it was deleted. Retry, or download and unzip it "
-                "yourself and pass dataset.path=/path/to/ml-100k"
-            )
-        part.replace(archive)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(cache_dir)
-    except zipfile.BadZipFile:
-        raise DataFormatError(archive, "is not a zip archive; delete it and retry") from None
-    return folder
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def csv_source(
@@ -185,21 +98,35 @@ def csv_source(
     items_sep: str = ",",
     items_columns: Any = None,
     time_unit: str = "s",
+    *,
+    items_features: Any = None,
+    users_path: str | Path | None = None,
+    users_sep: str = ",",
+    users_columns: Any = None,
+    users_features: Any = None,
 ) -> RawInteractions:
-    """Interactions from any delimited file, with a column mapping.
+    r"""Interactions from any delimited file, with a column mapping; side features from others.
 
     Args:
         path: the interactions file (UTF-8, a byte order mark is fine; ``"`` quotes fields).
         sep: field separator.
         header: whether line 1 names the columns; then ``columns`` are names, else 0-based
-            positions. Applies to the items file too.
+            positions. Applies to the items and users files too.
         columns: mapping with ``user`` and ``item`` (required), ``rating`` and ``time``
             (optional, ``None`` when absent). Times are integer unix seconds or ISO 8601;
             without a time column each row's 0-based number is its time, keeping file order.
-        items_path: optional file of item titles.
+        items_path: optional file of item titles and features, one line per item.
         items_sep: its separator.
-        items_columns: mapping with ``item`` and ``title`` for the items file.
+        items_columns: mapping with ``item`` and ``title`` for the items file (``title`` may be
+            ``None`` when ``items_features`` are given).
         time_unit: ``"s"`` or ``"ms"``, the unit of numeric times (floored to seconds).
+        items_features: feature name -> ``{column, kind, sep, pattern, missing}`` read from
+            ``items_path`` (:func:`recmf.data.features.feature_specs`); e.g. ``{"year":
+            {"column": "title", "kind": "numeric", "pattern": r"\((\d{4})\)\s*$"}}``.
+        users_path: optional file of user features, one line per user.
+        users_sep: its separator.
+        users_columns: mapping with ``user``, the users file's id column.
+        users_features: as ``items_features``, read from ``users_path``.
     """
     if path is None:
         raise ConfigError("dataset=csv needs dataset.path=/path/to/interactions.csv")
@@ -215,6 +142,9 @@ def csv_source(
         raise ConfigError(
             f"dataset.time_unit must be s or ms (of numeric times); got {time_unit!r}"
         )
+    # every setting of the side files is checked (their headers too) before any file is read
+    items = _side_file("item", items_path, items_sep, header, items_columns, items_features)
+    users = _side_file("user", users_path, users_sep, header, users_columns, users_features)
     cols = read_columns(
         path,
         sep=sep,
@@ -227,22 +157,9 @@ def csv_source(
         timestamp = time_column(cols, unit=time_unit)
     else:
         timestamp = np.arange(cols.n_rows, dtype=np.int64)
-    titles: dict[str, str] = {}
-    if items_path is not None:
-        item_map = dict(items_columns or {})
-        if not {"item", "title"} <= set(item_map):
-            raise ConfigError(
-                "dataset.items_columns needs item and title, e.g. "
-                f"{{item: movieId, title: title}}; got {item_map!r}"
-            )
-        items = read_columns(
-            items_path,
-            sep=items_sep,
-            header=header,
-            columns={"item": item_map["item"], "title": item_map["title"]},
-            expected="one item per line with an id and a title",
-        )
-        titles = title_column(items)
+    item_features, item_cols = items.read() if items else (None, None)
+    user_features, _ = users.read() if users else (None, None)
+    titles = title_column(item_cols) if items and "title" in items.roles else {}
     return RawInteractions(
         user_id=id_column(cols, "user"),
         item_id=id_column(cols, "item"),
@@ -250,4 +167,69 @@ def csv_source(
         timestamp=timestamp,
         item_titles=titles,
         source=f"csv {cols.path.absolute()}",
+        item_features=item_features,
+        user_features=user_features,
     )
+
+
+@dataclass(frozen=True)
+class _SideFile:
+    """A checked items or users file of ``csv_source``: an id, maybe titles, features."""
+
+    side: str
+    path: str | Path
+    sep: str
+    header: bool
+    roles: dict[str, str | int]  # read_columns' role -> column
+    specs: list[FeatureSpec]
+
+    def read(self) -> tuple[RawFeatures | None, Columns]:
+        cols = read_columns(
+            self.path,
+            sep=self.sep,
+            header=self.header,
+            columns=self.roles,
+            expected=f"one {self.side} per line with an id"
+            + (" and a title" if "title" in self.roles else "")
+            + (" and the features' columns" if self.specs else ""),
+            columns_key=f"dataset.{self.side}s_columns",
+        )
+        if not self.specs:
+            return None, cols
+        ids = unique_ids(cols, self.side)
+        columns = [feature_column(cols, spec) for spec in self.specs]
+        return RawFeatures(self.side, ids, columns, str(cols.path.absolute())), cols
+
+
+def _side_file(
+    side: str, path: Any, sep: str, header: bool, columns: Any, features: Any
+) -> _SideFile | None:
+    """The checked settings of the items (titles, features) or users (features) file, if any."""
+    key = f"dataset.{side}s"
+    specs = feature_specs(f"{key}_features", features)
+    if specs and path is None:
+        raise ConfigError(
+            f"{key}_features needs {key}_path, the file to read them from (one line per "
+            f"{side}, with the {side} id and the features' columns); pass {key}_path=..."
+        )
+    if path is None:
+        return None
+    given = dict(columns or {})
+    roles = {side: given.get(side)}
+    if side == "item" and given.get("title") is not None:
+        roles["title"] = given["title"]
+    elif side == "item" and not specs:
+        roles["title"] = None  # titles are what an items file without features is for
+    elif side == "user" and not specs:
+        raise ConfigError(
+            f"{key}_path is set but {key}_features names no feature to read from it; add one, "
+            f"e.g. {key}_features.age={{column: age, kind: numeric}}, or drop {key}_path"
+        )
+    if any(col is None for col in roles.values()):
+        needs = "item and title" if side == "item" and not specs else side
+        raise ConfigError(
+            f"{key}_columns needs {needs} (the columns of {key}_path), e.g. "
+            f"{{{side}: {side}Id{', title: title' if 'title' in roles else ''}}}; got {given!r}"
+        )
+    roles |= feature_roles(path, sep, header, specs, f"{key}_features")
+    return _SideFile(side, path, sep, header, roles, specs)
