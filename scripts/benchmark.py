@@ -6,6 +6,7 @@ Usage:
         --min-ndcg 0.175 --min-precision 0.15        # exits 1 below either floor (CI)
     python scripts/benchmark.py rmse --data ../shared/data/ml-100k     # 5-fold CV, loss=mse
     python scripts/benchmark.py foldin --data ../shared/data/ml-100k   # new users, no retraining
+    python scripts/benchmark.py coldstart --data ../shared/data/ml-100k  # cold items / users
     python scripts/benchmark.py serve          # 2,000 REST requests from 32 clients: p50/p99
     python scripts/benchmark.py speed                  # store, training, evaluation, recommend
     python scripts/benchmark.py speed --device cuda --train-rows 20000000
@@ -18,7 +19,8 @@ the shipped experiment config for the data set, into its own database schema and
 (``.recmf/benchmark``), and prints recmf's metrics beside the popularity baseline.
 
 Each mode is a module beside this one (``bench_quality.py``, ``bench_rmse.py``,
-``bench_foldin.py``, ``bench_serve.py``, ``bench_speed.py``) with ``add_parser`` and ``run``.
+``bench_foldin.py``, ``bench_coldstart.py``, ``bench_serve.py``, ``bench_speed.py``) with
+``add_parser`` and ``run``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import bench_coldstart
 import bench_common
 import bench_foldin
 import bench_quality
@@ -41,6 +44,7 @@ MODES = {
     "quality": bench_quality,
     "rmse": bench_rmse,
     "foldin": bench_foldin,
+    "coldstart": bench_coldstart,
     "serve": bench_serve,
     "speed": bench_speed,
 }
