@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from recmf.checks import LOSSES
 from recmf.errors import ConfigError
 from recmf.settings import (
+    ARCHS,
     DATASETS,
     CsvConfig,
     EvaluateConfig,
@@ -25,6 +26,7 @@ from recmf.settings import (
     MovieLensConfig,
     RecommendConfig,
     SyntheticConfig,
+    TowerConfig,
     TrainConfig,
 )
 
@@ -45,6 +47,7 @@ def register() -> None:
     cs.store(group="dataset", name="movielens_schema", node=MovieLensConfig)
     cs.store(group="dataset", name="csv_schema", node=CsvConfig)
     cs.store(group="arch", name="mf_schema", node=MFConfig)
+    cs.store(group="arch", name="tower_schema", node=TowerConfig)
 
 
 register()
@@ -125,7 +128,8 @@ def _typed_node(data: dict, schema: type) -> Any:
     if name in DATASETS:
         base.dataset = OmegaConf.structured(DATASETS[name])
     if schema is TrainConfig:
-        base.model = OmegaConf.structured(MFConfig)
+        arch = (data.get("model") or {}).get("name", "mf")
+        base.model = OmegaConf.structured(ARCHS.get(arch, MFConfig))
     return OmegaConf.merge(base, data)
 
 

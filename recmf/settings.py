@@ -38,6 +38,7 @@ class SplitConfig:
 
 @dataclass
 class MFConfig:  # configs/arch/mf.yaml
+    name: str = "mf"  # the architecture (arch=): mf | tower
     use_bias: bool = MISSING
     init_std: float = MISSING
     lr: float = MISSING
@@ -48,6 +49,15 @@ class MFConfig:  # configs/arch/mf.yaml
     user_batch_size: int = MISSING
     batch_size: int = MISSING
     n_negatives: int = MISSING
+
+
+@dataclass
+class TowerConfig(MFConfig):  # configs/arch/tower.yaml: MF's keys and the towers'
+    name: str = "tower"
+    id_embeddings: bool = MISSING  # false: every embedding from features alone
+    id_dropout: float = MISSING  # drop a row's id part with this probability per step
+    user_layers: list[int] = field(default_factory=list)  # hidden widths ([]: linear)
+    item_layers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +187,7 @@ class RecommendConfig:  # configs/recommend.yaml
 
 
 DatasetConfig = SyntheticConfig | MovieLensConfig | CsvConfig
+ARCHS: dict[str, type] = {"mf": MFConfig, "tower": TowerConfig}
 DATASETS: dict[str, type] = {
     "synthetic": SyntheticConfig,
     "movielens-100k": MovieLensConfig,

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_settings("train", [*overrides, *args.overrides])
     with FeatureStore.open(cfg.db) as store:
         cli.run(lambda: store.ingest(load_source(cfg.dataset)))
-    data, _ = load_interactions(cfg)
+    data, _, _ = load_interactions(cfg)
     quiet_lightning()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="recmf-foldin-") as tmp:

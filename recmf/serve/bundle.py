@@ -12,7 +12,7 @@ torch :class:`~recmf.model.mf.MatrixFactorization` for evaluation, still without
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +36,22 @@ class Bundle:
     weights: dict[str, np.ndarray]  # user_emb, item_emb and, with biases, *_bias
     vocab: Vocab
     item_count: np.ndarray  # (n_items,) int64: train + validation interactions per item
+    # two towers only: the arrays that embed a new user or item from its features
+    # (recmf.serve.cold); meta["encoders"] says how features become their input
+    towers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_model(cls, model, vocab: Vocab, split, meta: dict) -> Bundle:
+    def from_model(cls, model, vocab: Vocab, split, meta: dict, encoders=None) -> Bundle:
         """A trained torch model, its vocabulary and its :class:`~recmf.data.split.Split` (only
-        the per-item counts of its train and validation parts are kept)."""
-        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        weights = {k.removesuffix(".weight"): v.astype(np.float32) for k, v in state.items()}
+        the per-item counts of its train and validation parts are kept); ``encoders`` (side ->
+        :class:`~recmf.data.encoding.SideEncoder`) for a two-tower model."""
+        weights, towers = model_arrays(model)
         seen = np.concatenate([split.train.item_idx, split.val.item_idx]).astype(np.int64)
         item_count = np.bincount(seen, minlength=vocab.n_items).astype(np.int64)
         meta = {"format": FORMAT, "hparams": model.hparams(), **meta}
-        return cls(meta, weights, vocab, item_count)
+        if towers:
+            meta["encoders"] = {side: e.to_json() for side, e in (encoders or {}).items()}
+        return cls(meta, weights, vocab, item_count, towers)
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
@@ -58,6 +63,8 @@ class Bundle:
             d / "vocab.npz", user_ids=v.user_ids, item_ids=v.item_ids, item_titles=v.item_titles
         )
         np.savez(d / "popularity.npz", item_count=self.item_count)
+        if self.towers:
+            np.savez(d / "towers.npz", **self.towers)
         return d
 
     @classmethod
@@ -74,7 +81,9 @@ class Bundle:
         try:
             meta = json.loads((d / "meta.json").read_text())
             arrays = {}
-            for name in ("weights", "vocab", "popularity"):
+            for name in ("weights", "vocab", "popularity", "towers"):
+                if name == "towers" and not (d / "towers.npz").is_file():
+                    continue  # only two-tower models have one
                 with np.load(d / f"{name}.npz", allow_pickle=False) as z:
                     arrays[name] = {k: z[k] for k in z.files}
         except (ValueError, OSError, json.JSONDecodeError) as exc:
@@ -93,7 +102,7 @@ class Bundle:
                 f"model bundle {str(d)!r} has no item count per item in popularity.npz (expected "
                 f"{vocab.n_items} counts); it may be corrupted. Retrain, or point at another run."
             )
-        return cls(meta, arrays["weights"], vocab, item_count)
+        return cls(meta, arrays["weights"], vocab, item_count, arrays.get("towers", {}))
 
     def score_users(self, user_idx: np.ndarray) -> np.ndarray:
         """Scores of the given users against every item with numpy, shape (B, n_items)."""
@@ -116,6 +125,15 @@ class Bundle:
         }
         model.load_state_dict(state)
         return model.eval()
+
+
+def model_arrays(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(dot-product weights of every known user and item, tower arrays): a two-tower model
+    exports both (:meth:`recmf.model.towers.TwoTower.export`), a plain one its state."""
+    if hasattr(model, "export"):
+        return model.export()
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return {k.removesuffix(".weight"): v.astype(np.float32) for k, v in state.items()}, {}
 
 
 def _check_format(d: Path) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from recmf.data.encoding import SideInputs
 from recmf.data.interactions import Interactions
 from recmf.data.split import Split
-from recmf.errors import TrainingInterrupted
+from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.model.mf import MatrixFactorization
-from recmf.settings import TrainConfig, TrainerConfig
+from recmf.settings import TowerConfig, TrainConfig, TrainerConfig
 from recmf.train import progress
 
 
@@ -34,6 +35,7 @@ class Fitted:
     # the selected model's arrays before the refit saw validation (None without refit): what
     # validation-based choices made after training (fold-in constants) must be measured on
     selected_weights: dict | None = None
+    inputs: SideInputs | None = None  # the encoded side features (two towers)
 
 
 def quiet_lightning() -> None:
@@ -61,6 +63,37 @@ def trainer_arguments(trainer: TrainerConfig) -> dict:
     return asdict(trainer)
 
 
+def build_model(cfg: TrainConfig, n_users: int, n_items: int, inputs: SideInputs | None):
+    """A fresh model of ``cfg.model``'s architecture (seed the generators first)."""
+    m = cfg.model
+    if not isinstance(m, TowerConfig):
+        return MatrixFactorization(
+            n_users, n_items, cfg.latent_dim, use_bias=m.use_bias, init_std=m.init_std
+        )
+    from recmf.model.towers import TwoTower
+
+    x = inputs.x if inputs is not None else {}
+    if not m.id_embeddings and not x:
+        raise ConfigError(
+            "arch=tower with model.id_embeddings=false embeds users and items from their side "
+            "features alone, but the store holds none. Ingest features (e.g. dataset="
+            "movielens-100k reads genres and demographics), or keep model.id_embeddings=true."
+        )
+    return TwoTower(
+        n_users,
+        n_items,
+        cfg.latent_dim,
+        x.get("user"),
+        x.get("item"),
+        use_bias=m.use_bias,
+        init_std=m.init_std,
+        id_embeddings=m.id_embeddings,
+        user_layers=m.user_layers,
+        item_layers=m.item_layers,
+        id_dropout=m.id_dropout,
+    )
+
+
 def _fit(
     cfg: TrainConfig,
     split: Split,
@@ -70,6 +103,7 @@ def _fit(
     prefix: str,
     validate: bool,
     ckpt_path: Path | None = None,
+    inputs: SideInputs | None = None,
 ):
     """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
     import lightning as L
@@ -80,9 +114,7 @@ def _fit(
     m = cfg.model
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = split.train
-    model = MatrixFactorization(
-        data.n_users, data.n_items, cfg.latent_dim, use_bias=m.use_bias, init_std=m.init_std
-    )
+    model = build_model(cfg, data.n_users, data.n_items, inputs)
     lit = MFLitModule(
         model,
         cfg.loss,
@@ -195,6 +227,7 @@ def fit_select_refit(
     workdir: Path,
     resume: dict | None = None,
     extra_callbacks: list | None = None,
+    inputs: SideInputs | None = None,
 ) -> Fitted:
     """Train with early stopping on the validation metric, then (``cfg.refit``) retrain on
     train + validation for the selected number of epochs.
@@ -212,6 +245,7 @@ def fit_select_refit(
         workdir: Where checkpoints are written.
         resume: ``{"phase": "train" | "refit", ...}`` of an interrupted fit in ``workdir``.
         extra_callbacks: Lightning callbacks for both phases (e.g. :class:`StopOnSignal`'s).
+        inputs: The encoded side features, for ``arch=tower``.
     """
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -227,7 +261,9 @@ def fit_select_refit(
         stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
         last = _existing(workdir / "last.ckpt") if resume else None
         callbacks = [ckpt, _every_epoch(workdir), stop, *extra]
-        lit, _ = _fit(cfg, split, logger, callbacks, cfg.trainer.max_epochs, "train", True, last)
+        lit, _ = _fit(
+            cfg, split, logger, callbacks, cfg.trainer.max_epochs, "train", True, last, inputs
+        )
         best_path, best_val = Path(ckpt.best_model_path), float(ckpt.best_model_score)
     else:  # interrupted during the refit: the selection is done and saved
         lit = None
@@ -241,10 +277,7 @@ def fit_select_refit(
         lit.load_state_dict(best["state_dict"])
         _release(lit)
     if cfg.refit:
-        selected = {
-            k.removeprefix("model.").removesuffix(".weight"): v.numpy().copy()
-            for k, v in best["state_dict"].items()
-        }
+        selected = _arrays_of(cfg, split, inputs, best["state_dict"])
         t0 = time.perf_counter()
         refit_dir = workdir / "refit"
         last = _existing(refit_dir / "last.ckpt") if phase == "refit" else None
@@ -258,6 +291,7 @@ def fit_select_refit(
                 "refit",
                 False,
                 last,
+                inputs,
             )
         except TrainingInterrupted as stop:
             stop.best_val = best_val
@@ -269,4 +303,13 @@ def fit_select_refit(
         _release(lit)
     elif lit is None:
         raise ValueError("a refit-phase resume needs cfg.refit")
-    return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints, selected)
+    return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints, selected, inputs)
+
+
+def _arrays_of(cfg: TrainConfig, split: Split, inputs: SideInputs | None, state: dict) -> dict:
+    """The dot-product arrays (user_emb, item_emb, biases) of a checkpoint's model."""
+    from recmf.serve.bundle import model_arrays
+
+    model = build_model(cfg, split.train.n_users, split.train.n_items, inputs)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return {k: v.copy() for k, v in model_arrays(model)[0].items()}

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recmf import tracking
+from recmf.data.encoding import SideInputs
 from recmf.data.interactions import Interactions
 from recmf.data.split import temporal_split
 from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
-from recmf.settings import TrainConfig
+from recmf.settings import TowerConfig, TrainConfig
 from recmf.train import resume
 
 log = logging.getLogger("recmf")
@@ -44,8 +45,9 @@ class TrainResult:
         )
 
 
-def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict]:
-    """Read the store's interactions (ingesting the configured data set into an empty store)."""
+def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict, dict]:
+    """Read the store's interactions (ingesting the configured data set into an empty store),
+    its snapshot, and (for ``arch=tower``) the side features of each side."""
     from recmf.data.sources import load_source
     from recmf.store import FeatureStore
 
@@ -62,8 +64,11 @@ def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict]:
         data = store.read_interactions()
         snapshot = store.snapshot(data)
         snapshot["query"] = store.interactions_query()
+        features = {}
+        if isinstance(cfg.model, TowerConfig):
+            features = {side: store.read_features(side) for side in ("user", "item")}
         log.info("read %d interactions in %.2f s", len(data), time.perf_counter() - t0)
-    return data, snapshot
+    return data, snapshot, features
 
 
 CHECKPOINT_ROOT = Path(".recmf/checkpoints")  # per run, kept only while a run can resume
@@ -81,7 +86,7 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
     ``cfg`` the run's own settings) continues that run from there.
     """
     resume_run, resume_state = resume_point or (None, None)
-    data, snapshot = load_interactions(cfg)
+    data, snapshot, features = load_interactions(cfg)
     if resume_state and snapshot["content_hash"][:32] != resume_state["digest"]:
         raise ConfigError(
             f"run {resume_run} was trained on data with digest {resume_state['digest']}, but the "
@@ -91,6 +96,7 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
         )
     split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
     vocab, n_read = data.vocab, len(data)
+    inputs = SideInputs.build(vocab, features) if features else None
     del data  # the split holds its own copies; at 20M rows this frees about 0.5 GiB
     if len(split.train) == 0 or len(split.val) == 0:
         raise ConfigError(
@@ -128,7 +134,7 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
         restore = signals.install()
         try:
             fitted = fit_select_refit(
-                cfg, split, logger, workdir, resume_state, [signals.callback()]
+                cfg, split, logger, workdir, resume_state, [signals.callback()], inputs
             )
         except TrainingInterrupted as stop:
             if main:
@@ -163,7 +169,8 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
                 "monitor": monitor,
                 "best_val": best_val,
             }
-            bundle = Bundle.from_model(fitted.model, vocab, split, meta)
+            encoders = inputs.encoders if inputs is not None else None
+            bundle = Bundle.from_model(fitted.model, vocab, split, meta, encoders)
             # fold-in constants for users who arrive after training, chosen on validation
             before_refit = fitted.selected_weights or bundle.weights
             bundle.meta["fold_in"] = tune_fold_in(before_refit, split, cfg.k, seed=cfg.seed)
