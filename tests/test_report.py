@@ -53,7 +53,9 @@ def _buckets(k: int) -> dict:
     return {"k": k, "model": model, "popularity": base}
 
 
-def _write(directory: Path, histories=HISTORIES, run_id: str | None = "abc123") -> Path:
+def _write(
+    directory: Path, histories=HISTORIES, run_id: str | None = "abc123", towers=None
+) -> Path:
     curve_model, curve_base = _curve(0.5), _curve(0.25)
     wanted = {f"{m}_at_{k}" for m in (*METRICS, "coverage") for k in KS}
     meta = {
@@ -86,8 +88,28 @@ def _write(directory: Path, histories=HISTORIES, run_id: str | None = "abc123") 
         extra={"n_eval_users": 55, "dropped_test": 2},
         buckets=_buckets(max(KS)),
         histories=histories,
+        towers=towers,
     )
     return md.with_name("report.html")
+
+
+def test_report_of_a_two_tower_model_shows_each_feature_values_place_and_bias(tmp_path):
+    view = {
+        "side": "item",
+        "labels": ["Comedy", "Drama", "Horror"],
+        "points": np.array([[1.0, 0.0], [-1.0, 0.1], [0.0, 2.0]]),
+        "bias": np.array([0.1, 0.3, -0.2]),
+        "explained": 0.9,
+    }
+    page = _parse(_write(tmp_path, towers=[view]))
+    assert page.tables["item_values"] == [
+        ["value", "feature bias"],
+        ["Drama", "+0.300"],
+        ["Comedy", "+0.100"],
+        ["Horror", "-0.200"],
+    ]
+    assert (tmp_path / "item_tower_values.png").is_file() and len(page.images) == 4
+    assert "item_values" not in _parse(_write(tmp_path / "mf")).tables  # mf: no such section
 
 
 class _Page(HTMLParser):

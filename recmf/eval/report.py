@@ -14,11 +14,21 @@ import re
 from numbers import Integral
 from pathlib import Path
 
+import numpy as np
+
 from recmf.eval.metrics import METRICS
 from recmf.eval.report_plots import LABELS as _LABELS
-from recmf.eval.report_plots import plot_buckets, plot_curves, plot_learning
+from recmf.eval.report_plots import plot_buckets, plot_curves, plot_learning, plot_values
 
 CURVES_PNG = "ranking_curves.png"
+TOWER_TEXT = (
+    "For each value of the {side}s' categorical and multi features, the {side} tower's embedding "
+    "of one {side} with that value and nothing else, minus that of one with no known feature: "
+    "what the value adds. Shown on its two principal axes (values the model treats alike lie "
+    "close), coloured by the value's feature bias (what it adds to every score); the table "
+    "lists the biases, highest first. Any {side} the model never trained on is embedded from "
+    "these."
+)
 BUCKETS_PNG = "bucket_hit_rate.png"
 LEARNING_PNG = "learning_curves.png"
 BUCKET_DEFINITION = (
@@ -228,6 +238,7 @@ def write_report(
     extra: dict,
     buckets: dict | None = None,
     histories: dict[str, list[tuple[int, float]]] | None = None,
+    towers: list[dict] | None = None,
 ) -> Path:
     """Write ``report.md``, ``report.html`` and their PNGs into ``directory``.
 
@@ -236,6 +247,7 @@ def write_report(
             :func:`recmf.eval.ranking.bucket_hit_rates`; None leaves the section out.
         histories: ``{metric: [(step, value), ...]}`` of the training run (see
             :func:`recmf.tracking.metric_histories`); None when there is no run (a bundle folder).
+        towers: per side of a two-tower model, :func:`recmf.serve.explain.value_map`.
 
     Returns:
         The markdown page; ``report.html`` lies beside it.
@@ -269,6 +281,14 @@ def write_report(
         if histories is not None:
             why = "the run has no per-epoch metrics logged"
         blocks += [("p", f"No learning curves are available: {why}.")]
+    for view in towers or []:
+        side, png = view["side"], f"{view['side']}_tower_values.png"
+        plot_values(view, directory / png)
+        blocks += [("h2", f"What the {side} tower learned"), ("p", TOWER_TEXT.format(side=side))]
+        order = np.argsort(-np.asarray(view["bias"]))
+        rows = [[view["labels"][i], f"{view['bias'][i]:+.3f}"] for i in order]
+        blocks += [("table", f"{side}_values", ["value", "feature bias"], rows)]
+        blocks += [("img", png, f"{side} tower embedding of each feature value, 2-D")]
     k_main = 10 if 10 in ks else ks[0]
     blocks += [("h2", "Observations"), ("ul", observations(model, baseline, k_main, extra))]
     (directory / "report.html").write_text(_html(blocks, title, directory), encoding="utf-8")

@@ -66,3 +66,18 @@ def plot_learning(histories: dict[str, list[tuple[int, float]]], path: Path) -> 
         ax.grid(alpha=0.3)
         ax.legend()
     _save(fig, path)
+
+
+def plot_values(view: dict, path: Path) -> None:
+    """Each feature value's tower embedding offset on its two principal axes, coloured by its
+    feature bias."""
+    points, labels = view["points"], view["labels"]
+    fig, ax = _pyplot().subplots(figsize=(7, 5))
+    dots = ax.scatter(points[:, 0], points[:, 1], c=view["bias"], cmap="coolwarm")
+    for (x, y), label in zip(points, labels, strict=True):
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig.colorbar(dots, ax=ax, label="feature bias")
+    share = f"{view['explained']:.0%} of the variance"
+    ax.set_title(f"{view['side'].capitalize()} tower: each feature value ({share})")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
