@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from recmf.data.features import RawFeatures
 from recmf.data.interactions import Interactions, RawInteractions, Vocab
 from recmf.data.split import Split, temporal_split
 from recmf.errors import ConfigError
@@ -101,12 +102,27 @@ class Model:
     history: tuple[np.ndarray, np.ndarray]  # (user_idx, item_idx) of every known interaction
     split: Split | None
 
-    def recommend(self, users: str | list[str], k: int = 10, exclude_seen: bool = True):
+    def recommend(
+        self,
+        users: str | list[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        *,
+        item_features: RawFeatures | None = None,
+        user_features: RawFeatures | None = None,
+    ):
         """Top-``k`` items for each user as a DataFrame (``user_id, rank, item_id, title, score,
-        path``); a user the model never saw gets the popularity ranking (``path``)."""
+        path``); a user the model never saw gets the popularity ranking (``path``).
+
+        A two-tower bundle (``scripts/train.py arch=tower``) also ranks the items of
+        ``item_features`` it never trained on, embedded from their features, and scores a user
+        it never saw who is in ``user_features`` from them (``path`` ``features``); other
+        bundles ignore both. The store's own: ``store.read_features("item")``.
+        """
         import pandas as pd
 
         from recmf.checks import positive_int, user_list
+        from recmf.serve.cold import NewItems
         from recmf.serve.recommender import Recommender
 
         users = user_list(users)
@@ -117,7 +133,18 @@ class Model:
         seen: dict[str, list[str]] = {u: [] for u in users}
         for u, i in zip(self.history[0][rows], self.history[1][rows], strict=True):
             seen[str(vocab.user_ids[u])].append(str(vocab.item_ids[i]))
-        recs = Recommender(self.bundle).recommend(users, k, seen, exclude_seen=exclude_seen)
+        new_items = None
+        if item_features is not None:
+            ids = item_features.ids[~np.isin(item_features.ids.astype(str), vocab.item_ids)]
+            new_items = NewItems(ids, np.full(len(ids), "", dtype=object), item_features)
+        recs = Recommender(self.bundle).recommend(
+            users,
+            k,
+            seen,
+            exclude_seen=exclude_seen,
+            new_items=new_items,
+            user_features=user_features,
+        )
         return pd.DataFrame(
             [
                 (r.user_id, rank, item.item_id, item.title, item.score, r.path)

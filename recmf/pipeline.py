@@ -152,6 +152,7 @@ def evaluate(cfg: EvaluateConfig) -> EvalResult:
         popularity_buckets,
     )
     from recmf.eval.report import write_report
+    from recmf.serve.explain import value_map
     from recmf.serve.recommender import Answer
 
     ks = checks.positive_ints("ks", [cfg.k] if cfg.k is not None else cfg.ks)
@@ -226,6 +227,7 @@ def evaluate(cfg: EvaluateConfig) -> EvalResult:
             extra=extra,
             buckets=by_bucket,
             histories=histories,
+            towers=[v for v in (value_map(bundle, "item"), value_map(bundle, "user")) if v],
         )
         keep = Path(cfg.report_dir) / (run_id or "bundle")
         keep.mkdir(parents=True, exist_ok=True)
@@ -289,8 +291,12 @@ def recommend(cfg: RecommendConfig):
 
     The store is the one the model was trained from (its schema is in the bundle) unless
     ``db.schema`` is given. Users the model never saw are folded in from their items in the
-    store, or get the popularity ranking when they have none (each answer names its path).
+    store, scored from their features by a two-tower model when they have none, or get the
+    popularity ranking (each answer names its path). Items added to the store after training
+    are ranked with the rest when a two-tower model can embed them from their features; the
+    answers count those it cannot.
     """
+    from recmf.serve.cold import read_new_items, read_user_features
     from recmf.serve.recommender import Answer, Recommender
     from recmf.store import FeatureStore
 
@@ -300,7 +306,16 @@ def recommend(cfg: RecommendConfig):
     db = replace(cfg.db, schema=cfg.db.schema or bundle.meta["data"]["schema"])
     with FeatureStore.open(db, create=False) as store:
         history = store.user_history(users)
-    recs = Recommender(bundle).recommend(users, k, history, exclude_seen=cfg.exclude_seen)
+        new_items = read_new_items(store, bundle)
+        user_features = read_user_features(store, bundle, users, history)
+    recs = Recommender(bundle).recommend(
+        users,
+        k,
+        history,
+        exclude_seen=cfg.exclude_seen,
+        new_items=new_items,
+        user_features=user_features,
+    )
     return Answer(Answer.source_of(bundle.meta, db.schema), recs)
 
 

@@ -3,6 +3,7 @@ fold-in, popularity), ``model=models:/...``, and the data digest a run records."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,12 +53,12 @@ def served(pg_url, tmp_path_factory):
     return {"cwd": cwd, "uri": uri, "schema": schema, "pg_url": pg_url, "run": run}
 
 
-def _recommend(served, users: list[str], extra: list[str] = ()) -> list[dict]:
+def _recommend(served, users: list[str], extra: list[str] = (), k: int = 5) -> list[dict]:
     from recmf import pipeline
 
     if not any(e.startswith(("model=", "run_id=")) for e in extra):  # other tests train too
         extra = [*extra, f"run_id={served['run'].run_id}"]
-    overrides = [f"logger.tracking_uri={served['uri']}", "k=5", *extra]
+    overrides = [f"logger.tracking_uri={served['uri']}", f"k={k}", *extra]
     cfg = _compose("recommend", overrides, served["pg_url"], user=users)
     return [
         {"user_id": r.user_id, "path": r.path, "items": [(i.item_id, i.score) for i in r.items]}
@@ -306,9 +308,10 @@ def _post(port: int, users: list[str], params: dict) -> list[dict]:
         return json.loads(response.read())["predictions"]
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_like_recommend(served):
-    _add_user(served, "LATECOMER", ["I5", "I6", "I7"])
+@contextlib.contextmanager
+def _model_server(served) -> Iterator[int]:
+    """``mlflow models serve`` of the latest model registered for ``served``'s schema, on a
+    free loopback port (yielded) once it answers /ping; stopped, workers and all, after."""
     port = _free_port()
     env = {
         **os.environ,
@@ -351,18 +354,23 @@ def test_mlflow_models_serve_answers_like_recommend(served):
             assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.time() < deadline, "the model server did not answer /ping in 90 s"
             time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_recommend(served):
+    _add_user(served, "LATECOMER", ["I5", "I6", "I7"])
+    with _model_server(served) as port:
         cases = [["U1"], ["U2", "U3", "LATECOMER"], ["NOBODY"]]
         for users in cases:
-            answer = _post(port, users, {"k": 5})
-            expected = _recommend(served, users)
-            for want in expected:
-                got = [row for row in answer if row["user_id"] == want["user_id"]]
-                assert [row["rank"] for row in got] == list(range(1, len(want["items"]) + 1))
-                assert [row["item_id"] for row in got] == [i for i, _ in want["items"]], (want, got)
-                assert [row["score"] for row in got] == pytest.approx(
-                    [s for _, s in want["items"]], rel=1e-5
-                )
-                assert {row["path"] for row in got} == {want["path"]}
+            _assert_answers_like_recommend(served, _post(port, users, {"k": 5}), users)
         paths = {
             row["user_id"]: row["path"] for row in _post(port, ["U1", "LATECOMER", "NOBODY"], {})
         }
@@ -379,10 +387,76 @@ def test_mlflow_models_serve_answers_like_recommend(served):
         with ThreadPoolExecutor(32) as pool:
             answers = list(pool.map(lambda u: _post(port, [u], {"k": 3}), users))
         assert answers == [alone[u] for u in users]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+
+
+def _assert_answers_like_recommend(served, answer: list[dict], users: list[str], k: int = 5):
+    """The REST answer for ``users`` is what ``recommend.py`` gives (items, scores, path)."""
+    expected = _recommend(served, users, k=k)
+    for want in expected:
+        got = [row for row in answer if row["user_id"] == want["user_id"]]
+        assert [row["rank"] for row in got] == list(range(1, len(want["items"]) + 1))
+        assert [row["item_id"] for row in got] == [i for i, _ in want["items"]], (want, got)
+        assert [row["score"] for row in got] == pytest.approx(
+            [s for _, s in want["items"]], rel=1e-5
+        )
+        assert {row["path"] for row in got} == {want["path"]}
+
+
+@pytest.fixture(scope="module")
+def served_tower(pg_url, tmp_path_factory):
+    """A two-tower run (features of both sides, from features alone) on the planted data of
+    :mod:`tests.test_cold_serving`, ingested into its own store schema, its model registered."""
+    from recmf import pipeline
+    from tests.test_cold_serving import TOWER, planted
+
+    cwd = tmp_path_factory.mktemp("serving-tower")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    schema = f"cold_{uuid.uuid4().hex[:8]}"
+    with FeatureStore.open(DbConfig(pg_url, schema, "x")) as store:
+        store.ingest(planted())
+    common = [f"logger.tracking_uri={uri}", f"db.schema={schema}", "patience=8"]
+    run = pipeline.train(_compose("train", [*common, *TOWER], pg_url))
+    return {"cwd": cwd, "uri": uri, "schema": schema, "pg_url": pg_url, "run": run}
+
+
+@pytest.mark.slow
+def test_served_tower_model_ranks_an_item_added_after_training_from_its_features(served_tower):
+    """The issue's acceptance test: an item added to the store with features after training
+    comes back from the REST model for a user whose taste matches it; an item with neither
+    interactions the model trained on nor features never does, and the note counts it."""
+    from tests.test_cold_serving import N_ITEMS, PER_USER, item_features, user_features
+
+    served = served_tower
+    with FeatureStore.open(DbConfig(served["pg_url"], served["schema"], "x")) as store:
+        store.ingest(
+            RawInteractions(
+                user_id=np.array(["U1"]),
+                item_id=np.array(["N2"]),  # an interaction after training, no features
+                rating=None,
+                timestamp=np.array([2_000_000_000]),
+                item_titles={"N0": "New of genre 0", "N1": "New of genre 1"},
+                item_features=item_features({"N0": 0, "N1": 1}),
+                user_features=user_features({"NEWU": 0}),
+            )
+        )
+    k = N_ITEMS // 2 - PER_USER + 1  # U0 (taste 0) has 12 of the 30 items of genre 0
+    with _model_server(served) as port:
+        answer = _post(port, ["U0", "NEWU"], {"k": k})
+        u0 = [row for row in answer if row["user_id"] == "U0"]
+        assert {"N0"} == {row["item_id"] for row in u0} - {f"I{i}" for i in range(0, N_ITEMS, 2)}
+        (n0,) = [row for row in u0 if row["item_id"] == "N0"]
+        assert n0["title"] == "New of genre 0" and n0["path"] == "model" and len(u0) == k
+        skipped = "1 item in the store has neither interactions the model trained on nor features"
+        assert skipped in n0["note"]
+        assert {row["path"] for row in answer if row["user_id"] == "NEWU"} == {"features"}
+        _assert_answers_like_recommend(served, answer, ["U0", "NEWU"], k)
+        # read at request time: an item added while the server runs is ranked at once
+        with FeatureStore.open(DbConfig(served["pg_url"], served["schema"], "x")) as store:
+            store.ingest(
+                RawInteractions(
+                    np.array([], dtype=object), np.array([], dtype=object), None, np.array([]),
+                    item_features=item_features({"N3": 0}),
+                )
+            )  # fmt: skip
+        later = {row["item_id"] for row in _post(port, ["U0"], {"k": k + 1})}
+        assert {"N0", "N3"} <= later and not {"N1", "N2"} & later

@@ -265,6 +265,40 @@ class FeatureStore:
                 out[user].append(item)
         return out
 
+    def new_items(
+        self, known_ids: np.ndarray, unless: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+        """The stored items whose ids are not in ``known_ids`` (a model's vocabulary): items
+        added after it was trained, or that had no interactions then.
+
+        Returns ``(ids, titles, version)``, titles ``""`` where none; ``version`` is the items
+        table's (row count, largest key). Pass it back as ``unless`` and the answer is None
+        while the table is unchanged: one index scan, and neither the table nor the
+        vocabulary crosses the connection (items are never deleted, so the pair changes
+        whenever an item is added, even by an ingest that committed late).
+        """
+        q = self._tables.qualified
+        snapshot = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        with (
+            self._errors("reading new items"),
+            self._engine.connect().execution_options(**snapshot) as conn,
+            conn.begin(),
+        ):
+            count, last = conn.exec_driver_sql(
+                f"SELECT count(*), coalesce(max(item_key), 0) FROM {q('items')}"
+            ).one()
+            version = (int(count), int(last))
+            if unless is not None and tuple(unless) == version:
+                return None
+            cursor = conn.connection.driver_connection.cursor()
+            ids, titles = copy_out_csv(
+                cursor,
+                f"SELECT item_id, title FROM {q('items')} ORDER BY item_key",
+                ("text", "text"),
+            )
+        new = ~np.isin(ids.astype(str), np.asarray(known_ids).astype(str))
+        return ids[new].astype(object), titles[new].astype(object), version
+
     def list_users(self, limit: int = 20) -> list[str]:
         """Up to ``limit`` user ids, first ingested first (for "did you mean" messages)."""
         users = self._tables.users
