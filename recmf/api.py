@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from recmf.data.features import RawFeatures
+from recmf.data.features import FeatureColumn, RawFeatures
 from recmf.data.interactions import Interactions, RawInteractions, Vocab
 from recmf.data.split import Split, temporal_split
 from recmf.errors import ConfigError
@@ -28,7 +28,7 @@ from recmf.serve.bundle import Bundle
 from recmf.settings import DbConfig
 
 _COLUMNS = ("user", "item", "rating", "time")
-_TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress")
+_TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress", "arch")
 _TRAINER = ("max_epochs", "accelerator", "devices")
 
 
@@ -40,10 +40,13 @@ def fit(
     loss: str = "softmax",
     max_epochs: int = 200,
     progress: str = "none",
+    item_features: Any = None,
+    user_features: Any = None,
     **params: Any,
 ) -> Model:
     """Train a model on ``data``: a pandas DataFrame with columns ``user``, ``item`` and, when
     known, ``rating`` and ``time`` (unix seconds; without it the row order is the time order).
+    With ``arch="tower"`` the side features are inputs of the towers.
 
     Args:
         data: The interactions.
@@ -52,6 +55,10 @@ def fit(
         loss: ``softmax``, ``bpr``, ``bce`` or ``mse``.
         max_epochs: Upper bound; early stopping on validation usually ends sooner.
         progress: ``none`` (default here), ``lines`` (log lines) or ``bar``.
+        item_features: A DataFrame with an ``item`` column and one column per feature (numbers:
+            numeric; tuples or lists: multi; other values: categorical; missing: unknown), or
+            :class:`~recmf.data.features.RawFeatures`; used by ``arch="tower"``.
+        user_features: The same, keyed by a ``user`` column.
         **params: Any other key of ``configs/train.yaml``: top-level (``seed``, ``patience``,
             ``refit``), a trainer key (``accelerator``, ``devices``), or a model key (``lr``,
             ``reg``, ``recency``, ``batch_size``, ...).
@@ -60,10 +67,13 @@ def fit(
         ConfigError: a value out of range or of the wrong type, or a frame without the columns.
     """
     raw = _raw_from_frame(data)
+    features = {"user": side_features(user_features, "user"),
+                "item": side_features(item_features, "item")}  # fmt: skip
     return _fit(
         _interactions(raw),
         dict(params, latent_dim=latent_dim, k=k, loss=loss, max_epochs=max_epochs),
         progress,
+        features,
     )
 
 
@@ -80,8 +90,9 @@ def fit_store(
 
     with FeatureStore.open(DbConfig(url, schema, data_dir), create=False) as store:
         data = store.read_interactions()
+        features = {side: store.read_features(side) for side in ("user", "item")}
     progress = params.pop("progress", "none")
-    return _fit(data, params, progress)
+    return _fit(data, params, progress, features)
 
 
 def load(directory: str | Path) -> Model:
@@ -108,8 +119,8 @@ class Model:
         k: int = 10,
         exclude_seen: bool = True,
         *,
-        item_features: RawFeatures | None = None,
-        user_features: RawFeatures | None = None,
+        item_features: Any = None,
+        user_features: Any = None,
     ):
         """Top-``k`` items for each user as a DataFrame (``user_id, rank, item_id, title, score,
         path``); a user the model never saw gets the popularity ranking (``path``).
@@ -117,7 +128,8 @@ class Model:
         A two-tower bundle (``scripts/train.py arch=tower``) also ranks the items of
         ``item_features`` it never trained on, embedded from their features, and scores a user
         it never saw who is in ``user_features`` from them (``path`` ``features``); other
-        bundles ignore both. The store's own: ``store.read_features("item")``.
+        bundles ignore both. Each is a DataFrame as for :func:`fit` or
+        :class:`~recmf.data.features.RawFeatures` (the store's: ``store.read_features("item")``).
         """
         import pandas as pd
 
@@ -127,6 +139,8 @@ class Model:
 
         users = user_list(users)
         positive_int("k", k)
+        item_features = side_features(item_features, "item")
+        user_features = side_features(user_features, "user")
         vocab = self.bundle.vocab
         known = [u for u in users if vocab.has_user(u)]
         rows = np.isin(self.history[0], vocab.user_idx(known)) if known else []
@@ -239,8 +253,46 @@ def _overrides(params: dict[str, Any]) -> list[str]:
     return out
 
 
-def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
+def side_features(given: Any, side: str) -> RawFeatures | None:
+    """``given`` (None, :class:`RawFeatures`, or a DataFrame keyed by a ``user``/``item``
+    column, see :func:`fit`) as RawFeatures of ``side``."""
+    if given is None or isinstance(given, RawFeatures):
+        return given
+    columns = list(getattr(given, "columns", ()))
+    if side not in columns:
+        raise ConfigError(
+            f"{side}_features needs a pandas DataFrame with a {side!r} column and one column per "
+            f"feature; got {type(given).__name__} with columns {columns}. E.g. "
+            f"pd.DataFrame({{'{side}': ids, 'genres': [('Comedy',), ...], 'year': years}})."
+        )
+    out = []
+    for name in columns:
+        if name == side:
+            continue
+        values = given[name]
+        if values.dtype.kind in "iufb":
+            out.append(FeatureColumn(name, "numeric", values.to_numpy(np.float64)))
+        elif values.map(lambda v: isinstance(v, list | tuple)).any():
+            multi = np.empty(len(values), dtype=object)
+            multi[:] = [tuple(str(x) for x in v) if isinstance(v, list | tuple) else ()
+                        for v in values]  # fmt: skip
+            out.append(FeatureColumn(name, "multi", multi))
+        else:
+            text = np.array([None if v is None or v != v else str(v) for v in values], object)
+            out.append(FeatureColumn(name, "categorical", text))
+    ids = given[side].astype(str).to_numpy(object)
+    return RawFeatures(side, ids, out, source="a DataFrame")
+
+
+def _fit(
+    data: Interactions,
+    params: dict[str, Any],
+    progress: str,
+    features: dict[str, RawFeatures | None] | None = None,
+) -> Model:
     from recmf.config import compose_settings
+    from recmf.data.encoding import SideInputs
+    from recmf.settings import TowerConfig
     from recmf.train.fitting import fit_select_refit, quiet_lightning
     from recmf.train.fold_in_tuning import tune
 
@@ -255,7 +307,10 @@ def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
     quiet_lightning()  # its banners and tips; the API reports through its return value
     with tempfile.TemporaryDirectory(prefix="recmf-fit-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fitted = fit_select_refit(cfg, split, False, Path(tmp))
+        inputs = None
+        if isinstance(cfg.model, TowerConfig) and features:
+            inputs = SideInputs.build(data.vocab, features)
+        fitted = fit_select_refit(cfg, split, False, Path(tmp), inputs=inputs)
     meta = {
         "loss": cfg.loss,
         "k": cfg.k,
@@ -266,6 +321,7 @@ def _fit(data: Interactions, params: dict[str, Any], progress: str) -> Model:
         "best_val": fitted.best_val,
         "split": split.sizes(),
     }
-    bundle = Bundle.from_model(fitted.model, data.vocab, split, meta)
+    encoders = inputs.encoders if inputs is not None else None
+    bundle = Bundle.from_model(fitted.model, data.vocab, split, meta, encoders)
     bundle.meta["fold_in"] = tune(fitted.selected_weights or bundle.weights, split, cfg.k)
     return Model(bundle, (data.user_idx, data.item_idx), split)

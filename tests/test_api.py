@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recmf.errors import ConfigError
 from tests.scripts import ROOT
 
 
@@ -58,6 +59,28 @@ def test_api_recommends_unseen_items_of_the_users_taste():
     assert set(model.recommend("U0", k=3, exclude_seen=False).item_id) <= set(
         f"I{i}" for i in range(0, 40, 2)
     )
+
+
+def test_api_trains_towers_on_item_features_and_ranks_a_new_item_of_the_users_taste():
+    """Items' parity is their genre; a features-only item tower learns it, and an item added
+    after training (features only) reaches the users of its genre."""
+    from recmf import api
+
+    df = _parity_frame()
+    genre = lambda i: ("odd",) if int(i[1:]) % 2 else ("even",)  # noqa: E731
+    items = pd.DataFrame({"item": sorted(set(df.item))})
+    items["genres"] = items.item.map(genre)
+    model = api.fit(
+        df, arch="tower", id_embeddings=False, item_features=items, latent_dim=8,
+        max_epochs=40, loss="bpr", lr=0.05, patience=40,
+    )  # fmt: skip
+    new = pd.DataFrame({"item": ["NEW_EVEN", "NEW_ODD"], "genres": [("even",), ("odd",)]})
+    for user, wanted in (("U0", "NEW_EVEN"), ("U1", "NEW_ODD")):
+        recs = model.recommend(user, k=40, item_features=new)
+        ranks = dict(zip(recs.item_id, recs["rank"], strict=True))
+        assert ranks[wanted] < ranks.get(({"NEW_EVEN", "NEW_ODD"} - {wanted}).pop(), 99)
+    with pytest.raises(ConfigError, match="item_features needs a pandas DataFrame with a 'item'"):
+        api.fit(df, arch="tower", item_features=pd.DataFrame({"id": ["I1"]}))
 
 
 def test_api_refuses_a_frame_without_columns_and_bad_values():
