@@ -117,6 +117,18 @@ def test_id_dropout_only_in_training_and_features_only_model_has_no_id_part():
     assert not plain.item_emb.weight.requires_grad and not plain.item_emb.weight.any()
 
 
+FEATURES_ONLY = [  # a small features-only tower, quick to train
+    "arch=tower",
+    "model.id_embeddings=false",
+    "latent_dim=4",
+    "trainer.max_epochs=8",
+    "trainer.accelerator=cpu",
+    "progress=none",
+    "refit=false",
+    "model.lr=0.05",
+]
+
+
 def _planted(n_users=120, n_items=60, seed=0):
     """Users of two tastes; items of two genres; each user interacts with items of their
     taste's genre. Returns interactions, item features and the genre of each item."""
@@ -155,11 +167,7 @@ def test_trained_towers_put_a_new_item_of_a_users_taste_first(tmp_path):
     data, feats, genre, taste = _planted()
     split = temporal_split(data, 0.2, 0.2)
     inputs = SideInputs.build(data.vocab, {"item": feats, "user": None})
-    cfg = compose_settings(
-        "train",
-        ["arch=tower", "model.id_embeddings=false", "latent_dim=4", "trainer.max_epochs=8",
-         "trainer.accelerator=cpu", "progress=none", "refit=false", "model.lr=0.05"],
-    )  # fmt: skip
+    cfg = compose_settings("train", FEATURES_ONLY)
     quiet_lightning()
     fitted = fit_select_refit(cfg, split, False, tmp_path, inputs=inputs)
     weights, towers = fitted.model.export()
@@ -187,11 +195,7 @@ def test_report_shows_what_each_feature_value_adds_in_the_item_tower(tmp_path):
     feats.columns.append(FeatureColumn("tag", "multi", extra))  # a third value, less telling
     split = temporal_split(data, 0.2, 0.2)
     inputs = SideInputs.build(data.vocab, {"item": feats})
-    cfg = compose_settings(
-        "train",
-        ["arch=tower", "model.id_embeddings=false", "latent_dim=4", "trainer.max_epochs=8",
-         "trainer.accelerator=cpu", "progress=none", "refit=false", "model.lr=0.05"],
-    )  # fmt: skip
+    cfg = compose_settings("train", FEATURES_ONLY)
     quiet_lightning()
     model = fit_select_refit(cfg, split, False, tmp_path, inputs=inputs).model
     bundle = SimpleNamespace(

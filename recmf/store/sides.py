@@ -82,20 +82,13 @@ def write_side_features(
             for k, value in zip(keys.tolist(), column.values.tolist(), strict=True):
                 values = (value,) if column.kind == "categorical" else value
                 categories += [(k, column.name, v) for v in dict.fromkeys(values or ()) if v]
-    if categories:
-        copy_in(
-            cursor,
-            q(f"{side}_categories"),
-            (key, "feature", "value"),
-            encode_rows(categories, ("int8", "text", "text")),
-        )
-    if numbers:
-        copy_in(
-            cursor,
-            q(f"{side}_numbers"),
-            (key, "feature", "value"),
-            encode_rows(numbers, ("int8", "text", "float8")),
-        )
+    for what, rows, value_type in (
+        ("categories", categories, "text"),
+        ("numbers", numbers, "float8"),
+    ):
+        if rows:
+            payload = encode_rows(rows, ("int8", "text", value_type))
+            copy_in(cursor, q(f"{side}_{what}"), (key, "feature", "value"), payload)
     return SideResult(side, len(ids), new, len(categories) + len(numbers))
 
 
