@@ -1,4 +1,5 @@
-"""``benchmark.py coldstart`` on a tiny ml-100k-shaped folder where one genre is the popular one."""
+"""``benchmark.py coldstart`` on tiny ml-100k-shaped folders: one where a genre is the popular one,
+one where a user's gender decides the genre they watch (for recmf's two towers)."""
 
 from __future__ import annotations
 
@@ -19,20 +20,31 @@ import benchmark  # noqa: E402
 N_USERS, N_ITEMS, POPULAR_GENRE = 60, 80, 1  # genre flag 1 ("Action") marks the popular items
 
 
-def _write_ml100k(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every user rates every item of the popular genre and ~10% of the rest; ids start at 1."""
+def _write_ml100k(folder: Path, taste: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every user rates every item of the popular genre and ~10% of the rest; ids start at 1.
+
+    With ``taste``: no genre is popular; women (odd ids) rate the items of genre 1 and men those
+    of genre 2 (each item has one of the two), ~70% of them, and ~5% of the others."""
     rng = np.random.default_rng(7)
     popular = np.arange(1, N_ITEMS + 1) % 3 == 0
+    genre = 1 + np.arange(1, N_ITEMS + 1) % 2
     rows = []
     for u in range(1, N_USERS + 1):
         for i in range(1, N_ITEMS + 1):
-            if popular[i - 1] or rng.random() < 0.1:
+            if taste:
+                rated = rng.random() < (0.7 if genre[i - 1] == 2 - u % 2 else 0.05)
+            else:
+                rated = popular[i - 1] or rng.random() < 0.1
+            if rated:
                 rows.append(f"{u}\t{i}\t{rng.integers(1, 6)}\t{880000000 + u * 100 + i}")
     (folder / "u.data").write_text("\n".join(rows) + "\n")
     items = []
     for i in range(1, N_ITEMS + 1):
         flags = ["0"] * 19
-        flags[POPULAR_GENRE if popular[i - 1] else 2 + i % 17] = "1"
+        if taste:
+            flags[genre[i - 1]] = "1"
+        else:
+            flags[POPULAR_GENRE if popular[i - 1] else 2 + i % 17] = "1"
         date = "" if i == 5 else f"01-Jan-{1950 + (i * 7) % 50}"
         items.append(f"{i}|Film {i} (x)|{date}||http://x/{i}|" + "|".join(flags))
     (folder / "u.item").write_text("\n".join(items) + "\n", encoding="latin-1")
@@ -84,7 +96,7 @@ def test_bench_coldstart_withholds_by_the_rng0_rule_and_ranks_only_what_it_shoul
     monkeypatch.setitem(bc.METHODS, "spy", bc.Method(spy, tuple(bc.PROTOCOLS), ({}, {"a": 1})))
     out = tmp_path / "coldstart.json"
     argv = ["coldstart", "--data", str(folder), "--out", str(out), "--seeds", "0", "1"]
-    assert benchmark.main(argv) == 0
+    assert benchmark.main([*argv, "--methods", "spy"]) == 0
 
     held_items, held_users = _rule(items, 0), _rule(users, 0)
     # Per protocol and seed: the carve-out once per grid point, then the test task.
@@ -117,7 +129,8 @@ def test_bench_coldstart_feature_popularity_finds_the_planted_genre_and_saves_th
     folder, _, _ = ml100k
     out = tmp_path / "coldstart.json"
     argv = ["coldstart", "--data", str(folder), "--out", str(out), "--seeds", "0", "1", "2"]
-    assert benchmark.main(argv) == 0
+    references = ["random", "feature popularity", "popularity"]
+    assert benchmark.main([*argv, "--methods", *references]) == 0
     result = json.loads(out.read_text())
 
     assert set(result) == {"cold_items", "cold_users", "seeds", "withheld"}
@@ -134,3 +147,67 @@ def test_bench_coldstart_feature_popularity_finds_the_planted_genre_and_saves_th
     assert items["feature popularity"]["ndcg_at_10"] > items["random"]["ndcg_at_10"] + 0.2
     users = result["cold_users"]
     assert users["popularity"]["ndcg_at_10"] > users["random"]["ndcg_at_10"] + 0.2
+
+
+# Two epochs of a small tower: enough for the planted taste, seconds on a CPU.
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "latent_dim=8",
+    "model.user_batch_size=4",
+    "model.lr=0.05",
+]
+
+
+def test_bench_coldstart_recmf_towers_rank_new_items_and_users_by_the_planted_taste(
+    tmp_path, monkeypatch
+):
+    """On the taste folder every genre is as popular as the other, so only a model that reads
+    the withheld items' genre (cold items) or the withheld users' gender (cold users) through
+    its towers beats the references; and no withheld id reaches training."""
+    from recmf.train import fitting
+
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    users, items = _write_ml100k(folder, taste=True)
+    trained = []
+
+    def spy(cfg, split, *args, **kwargs):
+        trained.append((cfg, split.train.vocab, kwargs["inputs"]))
+        return fit_select_refit(cfg, split, *args, **kwargs)
+
+    shapes = []
+
+    def evaluate(scores, relevant, k=10):
+        shapes.append((scores.shape, relevant.shape, bool(np.isfinite(scores).all())))
+        return bc_evaluate(scores, relevant, k)
+
+    fit_select_refit, bc_evaluate = fitting.fit_select_refit, bc.evaluate
+    monkeypatch.setattr(fitting, "fit_select_refit", spy)
+    monkeypatch.setattr(bc, "evaluate", evaluate)
+    out = tmp_path / "coldstart.json"
+    argv = ["coldstart", "--data", str(folder), "--out", str(out), "--seeds", "0"]
+    methods = ["--methods", "recmf (arch=tower)", "random", "feature popularity", "popularity"]
+    assert benchmark.main([*argv, *methods, "--tower-overrides", *TINY]) == 0
+    result = json.loads(out.read_text())
+
+    assert all(got == want and finite for got, want, finite in shapes)
+    (items_cfg, items_vocab, items_x), (users_cfg, users_vocab, users_x) = trained
+    assert items_cfg.trainer.max_epochs == 2 and items_cfg.model.name == "tower"
+    held_items, held_users = _rule(items, 0), _rule(users, 0)
+    assert not set(held_items.astype(str)) & set(items_vocab.item_ids)
+    assert not set(held_users.astype(str)) & set(users_vocab.user_ids)
+    assert set(items_x.encoders) == {"item"} and set(users_x.encoders) == {"user"}
+    assert items_x.encoders["item"].values["genres"] == ["1", "2"]
+    assert items_x.x["item"].shape[0] == items_vocab.n_items  # one row per training item
+
+    cold_items, cold_users = result["cold_items"], result["cold_users"]
+    tower = "recmf (arch=tower)"
+    assert set(cold_items) == {tower, "random", "feature popularity"}
+    assert set(cold_users) == {tower, "random", "popularity"}
+    for values in (cold_items[tower], cold_users[tower]):
+        assert set(values) == {"precision_at_10", "recall_at_10", "ndcg_at_10"}
+    assert cold_items[tower]["ndcg_at_10"] > cold_items["feature popularity"]["ndcg_at_10"] + 0.2
+    assert cold_items[tower]["ndcg_at_10"] > cold_items["random"]["ndcg_at_10"] + 0.2
+    assert cold_users[tower]["ndcg_at_10"] > cold_users["popularity"]["ndcg_at_10"] + 0.2
+    assert cold_users[tower]["ndcg_at_10"] > cold_users["random"]["ndcg_at_10"] + 0.2
