@@ -61,6 +61,7 @@ def test_api_recommends_unseen_items_of_the_users_taste():
     )
 
 
+@pytest.mark.slow  # trains 40 epochs; the towers' quick tests are in test_towers.py
 def test_api_trains_towers_on_item_features_and_ranks_a_new_item_of_the_users_taste():
     """Items' parity is their genre; a features-only item tower learns it, and an item added
     after training (features only) reaches the users of its genre."""

@@ -159,6 +159,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # trains towers twice per protocol
 def test_bench_coldstart_recmf_towers_rank_new_items_and_users_by_the_planted_taste(
     tmp_path, monkeypatch
 ):

@@ -147,6 +147,7 @@ def test_recommend_json_excludes_what_the_user_has(trained):
         assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow  # a script process per case
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
@@ -164,6 +165,7 @@ def test_user_mistakes_get_a_message_and_exit_code_2(trained, script, args, expe
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a script process that imports MLflow
 def test_evaluate_without_any_training_run_says_so(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     proc = _run("evaluate.py", [], tmp_path, env)
@@ -316,6 +318,7 @@ def test_recommend_for_a_user_with_no_interactions_falls_back_to_popularity(trai
     assert "has no interactions the model knows" in proc.stdout
 
 
+@pytest.mark.slow  # script processes
 def test_huge_k_returns_what_exists_and_unknown_config_keys_are_refused(trained):
     args = ["user=U1", "k=1000000000000", f"db.schema={trained['schema']}"]
     proc = _run("recommend.py", args, trained["cwd"], trained["env"])
