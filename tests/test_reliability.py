@@ -350,7 +350,9 @@ def test_reads_see_none_of_an_open_ingest_and_none_or_all_across_its_commit(
     threads[0].start()
     wait_for_lock_queue(pg_admin, f'LOCK TABLE "{schema}".items%')
     threads[1].start()
-    wait_for_lock_queue(pg_admin, f"COPY (SELECT item_key, item_id, title FROM {schema}.items%")
+    wait_for_lock_queue(
+        pg_admin, f"COPY (SELECT i.item_key, i.item_id, i.title FROM {schema}.items%"
+    )
     tx.commit()
     for thread in threads:
         thread.join(timeout=60)

@@ -347,6 +347,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     assert probe["images"] == [True, True, True]
 
 
+@pytest.mark.slow  # trains and evaluates in process; the report's quick tests use fixed inputs
 def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     """Train a tiny model in-process with refit, evaluate it by run id and by bundle folder."""
     from hydra import compose, initialize_config_dir

@@ -236,6 +236,7 @@ def test_fold_in_is_one_newton_step_of_the_penalised_softmax_and_ranks_the_users
     assert not fold_in(weights, [np.array([], dtype=np.int64)], reg).any()
 
 
+@pytest.mark.slow  # three more training runs
 def test_run_records_its_data_as_an_mlflow_dataset_input(served, pg_url):
     from mlflow.tracking import MlflowClient
 
