@@ -458,7 +458,7 @@ def test_train_whose_backend_is_terminated_mid_read_exits_2_and_logs_no_run(
         holder.exec_driver_sql(f'LOCK TABLE "{db_cfg.schema}".items IN ACCESS EXCLUSIVE MODE')
         proc = start_script("train.py", [f"db.schema={db_cfg.schema}", *TINY], tmp_path, env)
         try:
-            pid = find_backend(pg_admin, app, "COPY (SELECT item_key%", proc, waiting=True)
+            pid = find_backend(pg_admin, app, "COPY (SELECT i.item_key%", proc, waiting=True)
             terminate(pg_admin, pid)
             holder.rollback()
             out, err = proc.communicate(timeout=120)
