@@ -18,20 +18,12 @@ from recmf.data.interactions import Interactions, RawInteractions, Vocab
 from recmf.serve.bundle import Bundle
 from recmf.serve.cold import NewItems, read_new_items, read_user_features
 from recmf.serve.recommender import Recommender
+from tests.test_towers import FEATURES_ONLY
 
 N_USERS, N_ITEMS, PER_USER = 120, 60, 12
 EVEN = {f"I{i}" for i in range(0, N_ITEMS, 2)}  # genre g0, the taste of even users
 ODD = {f"I{i}" for i in range(1, N_ITEMS, 2)}
-TOWER = [  # a few seconds on two cores
-    "arch=tower",
-    "model.id_embeddings=false",
-    "latent_dim=4",
-    "trainer.max_epochs=8",
-    "trainer.accelerator=cpu",
-    "progress=none",
-    "refit=false",
-    "model.lr=0.05",
-]
+TOWER = FEATURES_ONLY  # a few seconds on two cores
 
 
 def _objects(values: list) -> np.ndarray:
