@@ -61,14 +61,21 @@ def _wrong(node) -> str:
 
 
 def _cases():
+    """Every leaf of every variant; the first leaf of each node type per variant runs in the
+    quick suite, the rest with ``-m slow`` (each case is a whole script run, ~0.4 s)."""
     for script, select, only in VARIANTS:
         cfg = compose(script, [*select, "dataset.path=ratings.csv"] if select == CSV else select)
+        seen = set()
         for key, node in _leaves(cfg):
             if key in SKIP or (only and not key.startswith(f"{only}.")):
                 continue
             if only is None and key.startswith("dataset.") and script in ("train", "ingest"):
                 continue  # walked with each dataset variant below
-            yield pytest.param(script, [*select, f"{key}={_wrong(node)}"], id=f"{script}:{key}")
+            marks = [pytest.mark.slow] if type(node) in seen else []
+            seen.add(type(node))
+            yield pytest.param(
+                script, [*select, f"{key}={_wrong(node)}"], id=f"{script}:{key}", marks=marks
+            )
 
 
 def run_script(script: str, args: list[str], cwd, monkeypatch) -> tuple[int, str, str]:
