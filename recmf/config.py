@@ -434,6 +434,12 @@ def _check_train(cfg: Any) -> None:
         _float(f"model.{key}", m[key], 0, float("inf"), "0.1", open_low=False)
     for key in ("user_batch_size", "batch_size", "n_negatives"):
         _int(f"model.{key}", m[key], 1, "64")
+    if m.get("name") == "tower":
+        _float("model.id_dropout", m.id_dropout, 0, 1, "0.5", open_low=False, open_high=True)
+        _float("model.feature_reg", m.feature_reg, 0, float("inf"), "0.1", open_low=False)
+        for side in ("user", "item"):
+            for width in m[f"{side}_layers"]:
+                _int(f"model.{side}_layers", width, 1, "[64]")
     t = cfg.trainer
     _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
     _choice("trainer.strategy", t.strategy, STRATEGIES)

@@ -56,6 +56,7 @@ class TowerConfig(MFConfig):  # configs/arch/tower.yaml: MF's keys and the tower
     name: str = "tower"
     id_embeddings: bool = MISSING  # false: every embedding from features alone
     id_dropout: float = MISSING  # drop a row's id part with this probability per step
+    feature_reg: float = 0.0  # L2 on the tower outputs of the rows a step touches
     user_layers: list[int] = field(default_factory=list)  # hidden widths ([]: linear)
     item_layers: list[int] = field(default_factory=list)
 

@@ -117,6 +117,23 @@ def test_id_dropout_only_in_training_and_features_only_model_has_no_id_part():
     assert not plain.item_emb.weight.requires_grad and not plain.item_emb.weight.any()
 
 
+def test_feature_reg_penalises_the_tower_outputs_of_the_rows_a_step_touches():
+    from recmf.model.lit_module import MFLitModule
+
+    model = _tower(id_embeddings=False)
+    users, items = torch.tensor([0, 1]), torch.tensor([2, 2, 3])
+    with torch.no_grad():
+        want = model.towers["user"](model.user_x[users]).pow(2).sum()
+        want = want + model.towers["item"](model.item_x[items]).pow(2).sum()
+    assert model.tower_norms(users, items).item() == pytest.approx(want.item(), rel=1e-5)
+    plain = MFLitModule(model, "bpr", lr=0.01, reg=0.0, k=5)
+    reg = MFLitModule(model, "bpr", lr=0.01, reg=0.0, k=5, feature_reg=0.5)
+    assert plain._l2(users, items, 4).item() == 0  # the id rows of a features-only model are 0
+    assert reg._l2(users, items, 4).item() == pytest.approx(0.5 * want.item() / 4, rel=1e-5)
+    reg._l2(users, items, 4).backward()  # and the penalty reaches the towers' weights
+    assert model.towers["item"][0].weight.grad.abs().sum() > 0
+
+
 FEATURES_ONLY = [  # a small features-only tower, quick to train
     "arch=tower",
     "model.id_embeddings=false",

@@ -24,6 +24,8 @@ class MFLitModule(L.LightningModule):
         lr: Adam learning rate.
         reg: L2 penalty on the embedding rows a step touches, per positive pair.
         bias_reg: L2 penalty on the user and item biases a step touches, per positive pair.
+        feature_reg: L2 penalty on the tower outputs of the rows a step touches, per positive
+            pair (two towers only: :meth:`recmf.model.towers.TwoTower.tower_norms`).
         lr_decay: Multiplies the learning rate after every epoch (1.0 keeps it constant).
         k: Cut-off of the validation metrics; ``val/ndcg_at_{k}`` drives early stopping.
         log_prefix: Namespace of the logged training loss (``train/loss``, ``refit/loss``).
@@ -39,12 +41,14 @@ class MFLitModule(L.LightningModule):
         bias_reg: float = 0.0,
         lr_decay: float = 1.0,
         log_prefix: str = "train",
+        feature_reg: float = 0.0,
     ):
         super().__init__()
         if loss not in losses.LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
         self.model, self.loss_name, self.lr, self.reg, self.k = model, loss, lr, reg, k
         self.bias_reg = bias_reg if model.use_bias else 0.0
+        self.feature_reg = feature_reg if hasattr(model, "tower_norms") else 0.0
         self.lr_decay = lr_decay
         self.log_prefix = log_prefix
         self.monitor, self.monitor_mode = self.monitor_for(loss, k)
@@ -64,6 +68,8 @@ class MFLitModule(L.LightningModule):
         if self.bias_reg:
             biases = m.user_bias(users).pow(2).sum() + m.item_bias(items).pow(2).sum()
             penalty = penalty + self.bias_reg * biases
+        if self.feature_reg:
+            penalty = penalty + self.feature_reg * m.tower_norms(users, items)
         return penalty / n_pairs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

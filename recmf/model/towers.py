@@ -107,6 +107,15 @@ class TwoTower(MatrixFactorization):
                 bias = bias + self.feature_bias[side](x).squeeze(-1)
         return vec, bias
 
+    def tower_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The summed squares of the tower outputs of rows ``users`` and ``items`` (what
+        ``feature_reg`` penalises, as ``reg`` does the id rows)."""
+        total = torch.zeros((), device=self.global_bias.device)
+        for side, idx in (("user", users), ("item", items)):
+            if side in self.towers:
+                total = total + self.towers[side](getattr(self, f"{side}_x")[idx]).pow(2).sum()
+        return total
+
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         shape = user_idx.shape
         u, bu = self._side("user", user_idx.reshape(-1))

@@ -124,6 +124,7 @@ def _fit(
         bias_reg=m.bias_reg,
         lr_decay=m.lr_decay,
         log_prefix=prefix,
+        feature_reg=getattr(m, "feature_reg", 0.0),
     )
     batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
     dm = InteractionsDataModule(
