@@ -117,7 +117,7 @@ class EvalResult:
     source: dict = field(default_factory=dict)  # run id, store schema, data digest
 
     def header(self) -> str:
-        from recmf.serve.recommender import source_line
+        from recmf.serve.answer import source_line
 
         return (
             f"{source_line(self.source)}: test metrics over {self.n_users} users "
@@ -152,8 +152,8 @@ def evaluate(cfg: EvaluateConfig) -> EvalResult:
         popularity_buckets,
     )
     from recmf.eval.report import write_report
+    from recmf.serve.answer import Answer
     from recmf.serve.explain import value_map
-    from recmf.serve.recommender import Answer
 
     ks = checks.positive_ints("ks", [cfg.k] if cfg.k is not None else cfg.ks)
     bundle, run_id = resolve_bundle(cfg)

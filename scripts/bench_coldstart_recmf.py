@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from bench_coldstart import Features, Task
+    from bench_coldstart_data import Features, Task
 
 TOWER = "recmf (arch=tower)"
 EXPERIMENTS = {"cold_items": "ml100k_cold_items", "cold_users": "ml100k_cold_users"}
@@ -169,8 +169,9 @@ def selection(data, select: str, side: str, share: float, seed: int):
     ``default_rng(seed)``), which keep their features but no training row: the epoch is chosen
     on new items (users) scored from their features, as the benchmark scores them. Meant for a
     side embedded from features alone (``model.id_embeddings=false``); with an id part their
-    untrained ids would add noise. A held-out item is ranked among all items, not only the
-    held-out ones. ``temporal``: each user's latest ``share`` of rows (known users and items).
+    untrained ids would add noise. Held-out items are ranked among themselves, as the cold-item
+    protocol ranks the withheld ones (``Split.val_candidates``); held-out users rank every item.
+    ``temporal``: each user's latest ``share`` of rows (known users and items).
     """
     from recmf.data.split import Split, temporal_split
 
@@ -182,7 +183,8 @@ def selection(data, select: str, side: str, share: float, seed: int):
     held = np.random.default_rng(seed).permutation(n)[: math.ceil(share * n)]
     is_val = np.isin(idx, held)
     none = data.subset(np.zeros(0, dtype=np.int64))
-    return Split(data.subset(~is_val), data.subset(is_val), none, 0, 0)
+    candidates = np.sort(held) if side == "item" else None
+    return Split(data.subset(~is_val), data.subset(is_val), none, 0, 0, candidates)
 
 
 def _vectors(model, side: str, known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:

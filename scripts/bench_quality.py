@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 "run_id": trained.run_id,
                 "train_seconds": trained.train_seconds,
                 "best_epoch": trained.best_epoch,
+                "best_val": trained.best_val,  # what a configuration is chosen on, never the test
                 "ingest_seconds": ingest_s,
                 "ingest": ingest.summary(),
                 "model": result.metrics,
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"seed {seed}: ndcg@10 {result.metrics['ndcg_at_10']:.4f} "
             f"p@10 {result.metrics['precision_at_10']:.4f} "
-            f"({trained.train_seconds:.1f} s training, run {trained.run_id})",
+            f"(validation {trained.monitor} {trained.best_val:.4f} at epoch {trained.best_epoch}; "
+            f"{trained.train_seconds:.1f} s training, run {trained.run_id})",
             flush=True,
         )
 

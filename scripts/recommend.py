@@ -16,7 +16,7 @@ from recmf import cli, config  # noqa: F401  (config registers the key types wit
 @hydra.main(config_path="../configs", config_name="recommend", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from recmf import pipeline
-    from recmf.serve.recommender import format_table, to_json
+    from recmf.serve.answer import format_table, to_json
 
     if cfg.list_users:
         print("\n".join(cli.call(pipeline.list_users, cfg, "recommend")))

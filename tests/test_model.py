@@ -247,3 +247,31 @@ def test_module_reads_only_its_batches_and_validates_like_evaluate(loss):
         assert logged["val/rmse"].item() == pytest.approx(rmse, rel=1e-5)
     else:
         assert "val/rmse" not in logged
+
+
+def test_validation_with_candidates_ranks_only_those_items():
+    """``Split.val_candidates``: held-out new items are ranked among themselves."""
+    from dataclasses import replace
+
+    split = checkerboard(40)
+    rng = np.random.default_rng(0)
+    candidates = np.sort(rng.choice(40, 12, replace=False))
+    keep = np.isin(split.val.item_idx, candidates)  # validation rows on candidate items only
+    split = replace(split, val=split.val.subset(keep), val_candidates=candidates)
+    L.seed_everything(0, verbose=False)
+    model = MatrixFactorization(40, 40, latent_dim=4, init_std=0.5)
+    lit = MFLitModule(model, "bpr", lr=0.05, reg=0.0, k=5)
+    dm = InteractionsDataModule(split, "bpr", 2048, eval_chunk_size=16, seed=0)
+    logged = tiny_trainer().validate(lit, dm, verbose=False)[0]
+    val = split.val
+    truth = UserItems.from_pairs(val.user_idx, val.item_idx, 40)
+    seen = UserItems.from_pairs(split.train.user_idx, split.train.item_idx, 40)
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[torch.from_numpy(candidates)] = True
+    with torch.no_grad():
+        among, _ = evaluate_ranking(
+            lambda u: model.score_all(u).masked_fill(~mask, -torch.inf), truth, seen, [5], 40
+        )
+        among_all, _ = evaluate_ranking(model.score_all, truth, seen, [5], 40)
+    assert logged["val/ndcg_at_5"] == pytest.approx(among["ndcg_at_5"])
+    assert among["ndcg_at_5"] != pytest.approx(among_all["ndcg_at_5"])  # the mask mattered

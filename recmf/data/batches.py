@@ -99,11 +99,12 @@ class ValUsers:
     """Chunks of the users who have validation items (no shuffling), each batch carrying what
     ranking them needs, so the module reads its batches and nothing else.
 
-    A batch is ``{"users", "exclude", "truth", "ratings"}``: ``users`` a slice of the users to
-    rank; ``exclude`` (their training items) and ``truth`` (their validation items) the whole
-    CSR tables, by reference (ranking indexes them by user; nothing is copied); ``ratings`` the
-    validation (user, item, rating) triple for ``val/rmse``, on the first batch only (None on
-    the others), so the RMSE stays one mean over all of them.
+    A batch is ``{"users", "exclude", "truth", "ratings", "candidates"}``: ``users`` a slice
+    of the users to rank; ``exclude`` (their training items) and ``truth`` (their validation
+    items) the whole CSR tables, by reference (ranking indexes them by user; nothing is
+    copied); ``ratings`` the validation (user, item, rating) triple for ``val/rmse``, on the
+    first batch only (None on the others), so the RMSE stays one mean over all of them;
+    ``candidates`` a boolean mask of the items ranked (None: all; ``Split.val_candidates``).
     """
 
     def __init__(
@@ -113,9 +114,11 @@ class ValUsers:
         exclude: UserItems,
         truth: UserItems,
         ratings: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor | None = None,
     ):
         self.users, self.chunk_size = users, chunk_size
         self.exclude, self.truth, self.ratings = exclude, truth, ratings
+        self.candidates = candidates
 
     def __iter__(self):
         for start in range(0, len(self.users), self.chunk_size):
@@ -124,6 +127,7 @@ class ValUsers:
                 "exclude": self.exclude,
                 "truth": self.truth,
                 "ratings": self.ratings if start == 0 else None,
+                "candidates": self.candidates,
             }
 
     def __len__(self) -> int:
@@ -186,7 +190,13 @@ class InteractionsDataModule(L.LightningDataModule):
         # at most ~16M scores (64 MB) per validation chunk: 2048 users x 27k items was 221 MB
         chunk = max(64, min(eval_chunk_size, (1 << 24) // max(1, train.n_items)))
         val_users = torch.nonzero(self.val_items.counts() > 0).squeeze(1)
-        self._val = ValUsers(val_users, chunk, self.train_items, self.val_items, self.val_ratings)
+        candidates = None
+        if split.val_candidates is not None:
+            candidates = torch.zeros(train.n_items, dtype=torch.bool)
+            candidates[torch.as_tensor(split.val_candidates, dtype=torch.long)] = True
+        self._val = ValUsers(
+            val_users, chunk, self.train_items, self.val_items, self.val_ratings, candidates
+        )
 
     def _make_train_batches(self) -> _Epochs:
         train = self.split.train
@@ -224,6 +234,8 @@ class InteractionsDataModule(L.LightningDataModule):
         v = self._val
         v.users, v.exclude, v.truth = v.users.to(device), self.train_items, self.val_items
         v.ratings = self.val_ratings
+        if v.candidates is not None:
+            v.candidates = v.candidates.to(device)
 
     def setup(self, stage: str) -> None:
         """Lightning's hook, on every rank before the first batch: place the batches on the

@@ -18,6 +18,8 @@ class Split:
     test: Interactions
     dropped_val: int  # validation rows whose item never occurs in train
     dropped_test: int  # test rows whose item never occurs in train
+    # the items validation ranks (e.g. held-out new items among themselves); None: all items
+    val_candidates: np.ndarray | None = None
 
     def sizes(self) -> dict[str, int]:
         return {

@@ -108,7 +108,13 @@ class MFLitModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         exclude, truth = batch["exclude"], batch["truth"]
-        for chunk, top, _ in topk_chunks(self.model.score_all, batch["users"], exclude, self.k):
+        score, candidates = self.model.score_all, batch.get("candidates")
+        if candidates is not None:  # rank only these items (the others can never be in the top)
+
+            def score(users, score_all=self.model.score_all):
+                return score_all(users).masked_fill(~candidates, float("-inf"))
+
+        for chunk, top, _ in topk_chunks(score, batch["users"], exclude, self.k):
             self._val_acc.add(chunk, top, truth, exclude)
         if self.loss_name == "mse" and batch["ratings"] is not None:
             users, items, ratings = batch["ratings"]  # all of validation, on the first batch

@@ -6,6 +6,7 @@ same procedure without a store or an MLflow run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -53,7 +54,7 @@ def merge_train_val(split: Split) -> Split:
     joined = Interactions(
         *(np.concatenate([getattr(tr, c), getattr(va, c)]) for c in columns), tr.vocab
     )
-    return Split(joined, va, split.test, split.dropped_val, split.dropped_test)
+    return dataclasses.replace(split, train=joined)
 
 
 def trainer_arguments(trainer: TrainerConfig) -> dict:
