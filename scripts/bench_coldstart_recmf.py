@@ -84,7 +84,10 @@ def scorer(args: argparse.Namespace):
     def score(task: Task, params: dict, seed: int) -> np.ndarray:
         swept = [f"{k}={v}" for k, v in params.items() if k not in ("both", "select")]
         overrides = [f"experiment={experiments[task.protocol]}", *args.tower_overrides, *swept]
-        both, select = params.get("both") == "true", params.get("select", SELECT[task.protocol])
+        both, select = (
+            str(params.get("both")).lower() == "true",
+            params.get("select", SELECT[task.protocol]),
+        )
         return score_tower(task, overrides, both, seed, select)
 
     return score

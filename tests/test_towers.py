@@ -132,6 +132,12 @@ def test_feature_reg_penalises_the_tower_outputs_of_the_rows_a_step_touches():
     assert reg._l2(users, items, 4).item() == pytest.approx(0.5 * want.item() / 4, rel=1e-5)
     reg._l2(users, items, 4).backward()  # and the penalty reaches the towers' weights
     assert model.towers["item"][0].weight.grad.abs().sum() > 0
+    with torch.no_grad():  # bias_reg: the feature biases too (a features-only side has no id bias)
+        fb = model.feature_bias["user"](model.user_x[users]).pow(2).sum()
+        fb = fb + model.feature_bias["item"](model.item_x[items]).pow(2).sum()
+    biased = MFLitModule(model, "bpr", lr=0.01, reg=0.0, k=5, bias_reg=0.2)
+    assert fb.item() > 0
+    assert biased._l2(users, items, 4).item() == pytest.approx(0.2 * fb.item() / 4, rel=1e-5)
 
 
 FEATURES_ONLY = [  # a small features-only tower, quick to train

@@ -23,7 +23,8 @@ class MFLitModule(L.LightningModule):
         loss: ``softmax`` (user-batched, full catalogue), ``bpr``, ``bce`` or ``mse``.
         lr: Adam learning rate.
         reg: L2 penalty on the embedding rows a step touches, per positive pair.
-        bias_reg: L2 penalty on the user and item biases a step touches, per positive pair.
+        bias_reg: L2 penalty on the user and item biases a step touches, per positive pair
+            (with two towers, the feature biases too: a features-only side has no id bias).
         feature_reg: L2 penalty on the tower outputs of the rows a step touches, per positive
             pair (two towers only: :meth:`recmf.model.towers.TwoTower.tower_norms`).
         lr_decay: Multiplies the learning rate after every epoch (1.0 keeps it constant).
@@ -67,6 +68,8 @@ class MFLitModule(L.LightningModule):
             penalty = self.reg * (m.user_emb(users).pow(2).sum() + m.item_emb(items).pow(2).sum())
         if self.bias_reg:
             biases = m.user_bias(users).pow(2).sum() + m.item_bias(items).pow(2).sum()
+            if hasattr(m, "feature_bias_norms"):
+                biases = biases + m.feature_bias_norms(users, items)
             penalty = penalty + self.bias_reg * biases
         if self.feature_reg:
             penalty = penalty + self.feature_reg * m.tower_norms(users, items)

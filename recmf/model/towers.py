@@ -116,6 +116,16 @@ class TwoTower(MatrixFactorization):
                 total = total + self.towers[side](getattr(self, f"{side}_x")[idx]).pow(2).sum()
         return total
 
+    def feature_bias_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The summed squares of the feature biases of rows ``users`` and ``items`` (what
+        ``bias_reg`` penalises beside the id biases)."""
+        total = torch.zeros((), device=self.global_bias.device)
+        for side, idx in (("user", users), ("item", items)):
+            if side in self.feature_bias:
+                x = getattr(self, f"{side}_x")[idx]
+                total = total + self.feature_bias[side](x).pow(2).sum()
+        return total
+
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         shape = user_idx.shape
         u, bu = self._side("user", user_idx.reshape(-1))
