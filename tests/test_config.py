@@ -197,3 +197,20 @@ def test_config_resumed_is_the_runs_own_settings_with_what_was_typed_now():
     assert got.seed == 3  # the run's, not this call's default
     assert got.trainer.max_epochs == 9  # typed now
     assert got.logger.experiment_name == "elsewhere" and got.resume is None
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+)
+def test_config_every_experiment_file_composes_into_checked_settings(name, tmp_path):
+    """A shipped experiment is a valid train config (its data path given, as its header says)."""
+    from recmf.config import compose_settings
+    from recmf.settings import TrainConfig
+
+    (tmp_path / "u.data").write_text("")
+    cfg = compose_settings("train", [f"experiment={name}", f"dataset.path={tmp_path}"])
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.db.schema == "ml100k" and cfg.dataset.name == "movielens-100k"
+    assert cfg.model.name == (
+        "tower" if name in ("ml100k_tower", "ml100k_cold_items", "ml100k_cold_users") else "mf"
+    )
