@@ -22,13 +22,13 @@ import numpy as np
 
 from recmf.data.features import FeatureColumn, RawFeatures
 from recmf.data.interactions import Interactions, RawInteractions, Vocab
-from recmf.data.split import Split, temporal_split
+from recmf.data.split import Split, make_split
 from recmf.errors import ConfigError
 from recmf.serve.bundle import Bundle
 from recmf.settings import DbConfig
 
 _COLUMNS = ("user", "item", "rating", "time")
-_TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress", "arch")
+_TOP_LEVEL = ("latent_dim", "k", "loss", "seed", "patience", "refit", "progress", "arch", "split")
 _TRAINER = ("max_epochs", "accelerator", "devices")
 
 
@@ -60,8 +60,9 @@ def fit(
             :class:`~recmf.data.features.RawFeatures`; used by ``arch="tower"``.
         user_features: The same, keyed by a ``user`` column.
         **params: Any other key of ``configs/train.yaml``: top-level (``seed``, ``patience``,
-            ``refit``), a trainer key (``accelerator``, ``devices``), or a model key (``lr``,
-            ``reg``, ``recency``, ``batch_size``, ...).
+            ``refit``, ``split="random"`` for a per-user random holdout), a trainer key
+            (``accelerator``, ``devices``), or a model key (``lr``, ``reg``, ``recency``,
+            ``batch_size``, ...).
 
     Raises:
         ConfigError: a value out of range or of the wrong type, or a frame without the columns.
@@ -298,7 +299,8 @@ def _fit(
 
     overrides = [*_overrides(params), f"progress={progress}"]
     cfg = compose_settings("train", overrides, who="recmf.fit")
-    split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
+    s = cfg.split
+    split = make_split(data, s.kind, s.test_fraction, s.val_fraction, cfg.seed)
     if len(split.train) == 0 or len(split.val) == 0:
         raise ConfigError(
             f"{len(data)} interactions of {data.n_users} users are too few to hold out a "

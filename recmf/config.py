@@ -8,6 +8,7 @@ module registers the schemas in Hydra's ConfigStore; the scripts import it befor
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from typing import Any
@@ -25,12 +26,16 @@ from recmf.settings import (
     MFConfig,
     MovieLensConfig,
     RecommendConfig,
+    SplitConfig,
     SyntheticConfig,
     TowerConfig,
     TrainConfig,
 )
 
 CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+
+
+log = logging.getLogger("recmf")
 
 
 def register() -> None:
@@ -48,6 +53,7 @@ def register() -> None:
     cs.store(group="dataset", name="csv_schema", node=CsvConfig)
     cs.store(group="arch", name="mf_schema", node=MFConfig)
     cs.store(group="arch", name="tower_schema", node=TowerConfig)
+    cs.store(group="split", name="split_schema", node=SplitConfig)
 
 
 register()
@@ -84,7 +90,12 @@ def settings(cfg: Any, script: str) -> Any:
     from omegaconf import OmegaConf
 
     validate(cfg, script)
-    return OmegaConf.to_object(cfg)
+    out = OmegaConf.to_object(cfg)
+    if isinstance(out, TrainConfig) and out.split.kind == "random" and out.model.recency:
+        # a random holdout has no "latest" rows to favour: recency weighting would only add noise
+        log.info("split=random: no recency weighting (model.recency %g -> 0)", out.model.recency)
+        out.model.recency = 0.0
+    return out
 
 
 def resumed(
@@ -257,6 +268,7 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 PROGRESS = ("auto", "bar", "lines", "none")
+SPLITS = ("temporal", "random")
 
 
 def _bad(key: str, value: Any, expected: str, example: str) -> ConfigError:
@@ -424,6 +436,7 @@ def _check_train(cfg: Any) -> None:
     _text("registered_model", cfg.registered_model, "recmf", optional=True)
     _text("resume", cfg.resume, "last", optional=True)
     _choice("progress", cfg.progress, PROGRESS)
+    _choice("split.kind", cfg.split.kind, SPLITS)
     for key in ("test_fraction", "val_fraction"):
         _float(f"split.{key}", cfg.split[key], 0, 1, "0.2", open_high=True)
     m = cfg.model

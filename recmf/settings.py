@@ -31,7 +31,8 @@ class LoggerConfig:
 
 
 @dataclass
-class SplitConfig:
+class SplitConfig:  # configs/split/{temporal,random}.yaml
+    kind: str = "temporal"  # temporal | random (per user; recmf.data.split.make_split)
     test_fraction: float = 0.2
     val_fraction: float = 0.2
 

@@ -133,6 +133,8 @@ OUT_OF_RANGE = [
     ("train", "trainer.accelerator=tpu9", "trainer.accelerator must be one of"),
     ("train", "trainer.devices=0", "trainer.devices must be a device count"),
     ("train", "progress=loud", "progress must be one of auto, bar, lines, none"),
+    ("train", "split=kfold", "split=kfold names no config of scripts/train.py"),
+    ("train", "split.kind=kfold", "split.kind must be one of temporal, random"),
     ("train", "arch=tower model.id_dropout=1", "model.id_dropout must be a number >= 0 and < 1"),
     ("train", "arch=tower model.feature_reg=-1", "model.feature_reg must be a number >= 0"),
     ("train", "arch=tower model.item_layers=[0]", "model.item_layers must be a positive whole"),
@@ -214,3 +216,14 @@ def test_config_every_experiment_file_composes_into_checked_settings(name, tmp_p
     assert cfg.model.name == (
         "tower" if name in ("ml100k_tower", "ml100k_cold_items", "ml100k_cold_users") else "mf"
     )
+
+
+def test_config_split_random_turns_recency_weighting_off_and_temporal_keeps_it():
+    from recmf.config import compose_settings
+
+    cfg = compose_settings("train", ["split=random", "model.recency=3"])
+    assert cfg.split.kind == "random" and cfg.split.test_fraction == 0.2
+    assert cfg.model.recency == 0.0  # a random holdout has no "latest" rows
+    cfg = compose_settings("train", ["model.recency=3", "split.test_fraction=0.3"])
+    assert cfg.split.kind == "temporal" and cfg.model.recency == 3.0
+    assert cfg.split.test_fraction == 0.3

@@ -426,3 +426,13 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     )
     with pytest.raises(SplitFileError, match="not the one of the model evaluated"):
         evaluate(replace(by_folder, split=str(other.with_suffix(".npz"))))
+
+
+def test_report_says_a_random_split_and_its_seed():
+    from recmf.eval.report import _split_kind
+
+    assert _split_kind({"config": {"split": {"kind": "random"}, "seed": 3}}) == (
+        "at random, seed 3"
+    )
+    assert _split_kind({"config": {"split": {"kind": "temporal"}, "seed": 3}}) == "by time"
+    assert _split_kind({}) == "by time"  # runs from before split.kind existed

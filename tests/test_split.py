@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recmf.data.interactions import Interactions, Vocab
-from recmf.data.split import temporal_split
+from recmf.data.split import make_split, random_split, temporal_split
 
 
 def make(users, items, times):
@@ -79,3 +79,37 @@ def test_recency_weights_decay_from_each_users_latest_row():
     # user 0: times 10, 20, 30 -> ages 1, 0.5, 0; user 1: times 5, 7 -> ages 1, 0
     assert w.tolist() == pytest.approx([1.0, np.exp(-2.0), np.exp(-1.0), np.exp(-2.0), 1.0])
     assert recency_weights(data, 0.0).tolist() == [1.0] * 5
+
+
+def _rows(part) -> set[tuple[int, int, int]]:
+    return set(
+        zip(part.user_idx.tolist(), part.item_idx.tolist(), part.timestamp.tolist(), strict=True)
+    )
+
+
+def test_random_split_holds_out_the_same_counts_as_temporal_but_rows_drawn_by_the_seed():
+    rng = np.random.default_rng(2)
+    n = 3000
+    users, items = rng.integers(0, 40, n), rng.integers(0, 25, n)
+    data = make(list(users), list(items), list(rng.permutation(n)))  # distinct times
+    by_time = temporal_split(data, 0.2, 0.25)
+    a, b, c = (random_split(data, 0.2, 0.25, seed) for seed in (7, 7, 8))
+    for part in ("train", "val", "test"):  # per user, the same counts as the temporal split
+        want = np.bincount(getattr(by_time, part).user_idx, minlength=40)
+        got = np.bincount(getattr(a, part).user_idx, minlength=40)
+        assert np.abs(got - want).sum() <= a.dropped_val + a.dropped_test + by_time.dropped_test
+    kept = len(a.train) + len(a.val) + len(a.test) + a.dropped_val + a.dropped_test
+    assert kept == n and not (_rows(a.train) & _rows(a.test)) and not (_rows(a.val) & _rows(a.test))
+    assert _rows(a.test) == _rows(b.test) and _rows(a.train) == _rows(b.train)  # seeded
+    assert _rows(a.test) != _rows(c.test)  # another seed, another draw
+    older = sum(  # not the latest rows: a random share of each user's test rows is older
+        (
+            a.test.timestamp[a.test.user_idx == u] < a.train.timestamp[a.train.user_idx == u].max()
+        ).sum()
+        for u in range(40)
+    )
+    assert older > len(a.test) // 2
+    assert _rows(make_split(data, "random", 0.2, 0.25, 7).test) == _rows(a.test)
+    assert _rows(make_split(data, "temporal", 0.2, 0.25, 7).test) == _rows(by_time.test)
+    with pytest.raises(ValueError, match="temporal or random"):
+        make_split(data, "kfold", 0.2, 0.25, 7)

@@ -102,9 +102,52 @@ def temporal_split(
         test_fraction: Share of each user's history held out for test.
         val_fraction: Share of the remaining history held out for validation.
     """
+    return _holdout(data, _order_from_end(data), test_fraction, val_fraction)
+
+
+def random_split(
+    data: Interactions, test_fraction: float = 0.2, val_fraction: float = 0.2, seed: int = 0
+) -> Split:
+    """Hold out a random part of every user's interactions (``split=random``).
+
+    As :func:`temporal_split`, with each user's rows in an order drawn by
+    ``numpy.random.default_rng(seed)`` instead of by time: the same counts per user (test
+    ``floor(test_fraction * n)``, validation ``floor(val_fraction * rest)``), the same dropping of
+    items never seen in train. For data whose time order says little (or a file without a time
+    column, whose row order stands for time); the training rows come out in (user, drawn) order,
+    which recency weighting must not read as time.
+    """
+    rng = np.random.default_rng(seed)
+    draw = rng.permutation(len(data))  # a distinct rank per row: the order ignores time
+    order = np.lexsort((draw, data.user_idx))
+    users = data.user_idx[order]
+    counts = np.bincount(users, minlength=data.n_users)
+    index = np.int32 if len(data) < 2**31 else np.int64
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(index)
+    from_end = (counts.astype(index)[users] - 1) - (
+        np.arange(len(data), dtype=index) - starts[users]
+    )
+    return _holdout(data, (order, users, from_end, counts), test_fraction, val_fraction)
+
+
+def make_split(
+    data: Interactions, kind: str, test_fraction: float, val_fraction: float, seed: int
+) -> Split:
+    """The split a run's ``split.kind`` names: ``temporal`` or ``random`` (seeded by ``seed``)."""
+    if kind == "temporal":
+        return temporal_split(data, test_fraction, val_fraction)
+    if kind == "random":
+        return random_split(data, test_fraction, val_fraction, seed)
+    raise ValueError(f"split kind must be temporal or random, got {kind!r}")
+
+
+def _holdout(data, ordered, test_fraction: float, val_fraction: float) -> Split:
+    """Test, validation and train from rows ``ordered`` = (order, each row's user, its place
+    from its user's end, the users' counts): the last places go to test, then validation."""
     if not (0.0 <= test_fraction < 1.0 and 0.0 <= val_fraction < 1.0):
         raise ValueError(f"split fractions must be in [0, 1), got {test_fraction}, {val_fraction}")
-    order, users, from_end, counts = _order_from_end(data)
+    order, users, from_end, counts = ordered
+    del ordered
     n_test = np.floor(counts * test_fraction + 1e-9).astype(from_end.dtype)
     n_val = np.floor((counts - n_test) * val_fraction + 1e-9).astype(from_end.dtype)
     is_test = from_end < n_test[users]

@@ -140,6 +140,14 @@ def _split_sentence(split: dict) -> str:
     return text
 
 
+def _split_kind(meta: dict) -> str:
+    """How the run held out its rows: ``by time``, or ``at random, seed 42`` (split=random)."""
+    config = meta.get("config", {})
+    if config.get("split", {}).get("kind") == "random":
+        return f"at random, seed {config.get('seed')}"
+    return "by time"
+
+
 def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
     """The title and the model and data paragraphs, in markdown's inline ``code`` only."""
     hp, data = meta.get("hparams", {}), meta.get("data", {})
@@ -155,7 +163,7 @@ def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
         f"Store `{data.get('url')}` schema `{data.get('schema')}`: {_count(data.get('n_users'))} "
         f"users, {_count(data.get('n_items'))} items, {_count(data.get('n_interactions'))} "
         f"interactions, content hash `{str(data.get('content_hash', ''))[:16]}`."
-        + (f" Split (per user, by time): {split}." if split else ""),
+        + (f" Split (per user, {_split_kind(meta)}): {split}." if split else ""),
     ]
     return f"recmf performance report{f' — run {run_id}' if run_id else ''}", paragraphs
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from recmf import tracking
 from recmf.data.encoding import SideInputs
 from recmf.data.interactions import Interactions
-from recmf.data.split import temporal_split
+from recmf.data.split import make_split
 from recmf.errors import ConfigError, TrainingInterrupted
 from recmf.eval.split_file import SavedSplit
 from recmf.serve.bundle import Bundle
@@ -94,7 +94,8 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
             f"{snapshot['content_hash'][:32]}: resuming would mix two data sets. Train a new run "
             "instead (python scripts/train.py without resume=)."
         )
-    split = temporal_split(data, cfg.split.test_fraction, cfg.split.val_fraction)
+    s = cfg.split
+    split = make_split(data, s.kind, s.test_fraction, s.val_fraction, cfg.seed)
     vocab, n_read = data.vocab, len(data)
     inputs = SideInputs.build(vocab, features) if features else None
     del data  # the split holds its own copies; at 20M rows this frees about 0.5 GiB
