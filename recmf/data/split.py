@@ -53,11 +53,17 @@ def _order_from_end(data: Interactions) -> tuple[np.ndarray, ...]:
     Lean at scale (20M rows): int32 offsets and in-place arithmetic, and no sort at all when the
     rows are already in that order.
     """
-    n = len(data)
     if _is_user_time_sorted(data):
-        order = np.arange(n)
+        order = np.arange(len(data))
     else:
         order = np.lexsort((data.item_idx, data.timestamp, data.user_idx))
+    return _places(data, order)
+
+
+def _places(data: Interactions, order: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(order, each ordered row's user, its place from its user's end (0 = last), the users'
+    counts) for rows ``order`` grouped by user."""
+    n = len(data)
     users = data.user_idx[order]
     counts = np.bincount(users, minlength=data.n_users)
     index = np.int32 if n < 2**31 else np.int64
@@ -117,17 +123,9 @@ def random_split(
     column, whose row order stands for time); the training rows come out in (user, drawn) order,
     which recency weighting must not read as time.
     """
-    rng = np.random.default_rng(seed)
-    draw = rng.permutation(len(data))  # a distinct rank per row: the order ignores time
-    order = np.lexsort((draw, data.user_idx))
-    users = data.user_idx[order]
-    counts = np.bincount(users, minlength=data.n_users)
-    index = np.int32 if len(data) < 2**31 else np.int64
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(index)
-    from_end = (counts.astype(index)[users] - 1) - (
-        np.arange(len(data), dtype=index) - starts[users]
-    )
-    return _holdout(data, (order, users, from_end, counts), test_fraction, val_fraction)
+    draw = np.random.default_rng(seed).permutation(len(data))  # a distinct rank per row
+    order = np.lexsort((draw, data.user_idx))  # by user, then the draw: time plays no part
+    return _holdout(data, _places(data, order), test_fraction, val_fraction)
 
 
 def make_split(
