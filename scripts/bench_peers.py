@@ -12,6 +12,7 @@ implicit: every row counts 1, whatever its rating; no recency weighting.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -111,7 +112,10 @@ def run_peer(name: str, saved, seed: int, ks: list[int]) -> PeerResult:
     """Tune ``name`` on ``saved``'s validation part, refit on train + validation, score test."""
     from recmf.data.sparse import UserItems
 
-    key = (name, *(saved.arrays[k].tobytes() for k in sorted(saved.arrays)))
+    digest = hashlib.sha256()
+    for k in sorted(saved.arrays):  # the split's content, not a copy of it, keys the cache
+        digest.update(saved.arrays[k].tobytes())
+    key = (name, digest.hexdigest())
     if name in DETERMINISTIC and key in _done:
         return _done[key]  # fit_seconds: those of the one computation
     fit, grid = FITS[name]

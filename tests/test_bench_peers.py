@@ -72,6 +72,9 @@ def test_ease_is_tuned_on_validation_and_scores_test_with_seen_items_excluded(mo
     # are excluded: it comes first
     assert result.metrics["precision_at_1"] == pytest.approx(1.0)
     assert result.metrics["recall_at_5"] == pytest.approx(1.0)
+    fits = len(seen_grids)  # EASE is deterministic: the same split (another seed) is not refit
+    assert bench_peers.run_peer("EASE", _two_blocks(), 1, [1, 5]) is result
+    assert len(seen_grids) == fits
 
 
 def test_als_without_implicit_says_how_to_install_it(monkeypatch):
