@@ -322,6 +322,7 @@ def _fit(
         "monitor": fitted.monitor,
         "best_val": fitted.best_val,
         "split": split.sizes(),
+        "selected": fitted.chosen,  # model.recency / model.reg chosen on validation (auto)
     }
     encoders = inputs.encoders if inputs is not None else None
     bundle = Bundle.from_model(fitted.model, data.vocab, split, meta, encoders)

@@ -19,6 +19,7 @@ from recmf.checks import LOSSES
 from recmf.errors import ConfigError
 from recmf.settings import (
     ARCHS,
+    AUTO,
     DATASETS,
     CsvConfig,
     EvaluateConfig,
@@ -93,8 +94,12 @@ def settings(cfg: Any, script: str) -> Any:
     out = OmegaConf.to_object(cfg)
     if isinstance(out, TrainConfig) and out.split.kind == "random" and out.model.recency:
         # a random holdout has no "latest" rows to favour: recency weighting would only add noise
-        log.info("split=random: no recency weighting (model.recency %g -> 0)", out.model.recency)
+        log.info("split=random: no recency weighting (model.recency %s -> 0)", out.model.recency)
         out.model.recency = 0.0
+    if isinstance(out, TrainConfig):  # numbers as floats, auto as it is (an int from the CLI)
+        for key in ("reg", "recency"):
+            value = getattr(out.model, key)
+            setattr(out.model, key, value if value == AUTO else float(value))
     return out
 
 
@@ -282,7 +287,15 @@ def _int(key: str, value: Any, low: int, example: str) -> None:
 
 
 def _float(
-    key: str, value: Any, low: float, high: float, example: str, *, open_low=True, open_high=False
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    example: str,
+    *,
+    open_low=True,
+    open_high=False,
+    auto=False,
 ) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     ok = ok and (value > low if open_low else value >= low)
@@ -290,7 +303,8 @@ def _float(
     if not ok:
         lower = f"> {low:g}" if open_low else f">= {low:g}"
         upper = "" if high == float("inf") else f" and {'<' if open_high else '<='} {high:g}"
-        raise _bad(key, value, f"a number {lower}{upper}", example)
+        chosen = " or auto (chosen on the validation split)" if auto else ""
+        raise _bad(key, value, f"a number {lower}{upper}{chosen}", example)
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...], why: str = "") -> None:
@@ -443,8 +457,10 @@ def _check_train(cfg: Any) -> None:
     _float("model.init_std", m.init_std, 0, float("inf"), "0.1")
     _float("model.lr", m.lr, 0, float("inf"), "0.01")
     _float("model.lr_decay", m.lr_decay, 0, 1, "1.0")
-    for key in ("reg", "bias_reg", "recency"):
-        _float(f"model.{key}", m[key], 0, float("inf"), "0.1", open_low=False)
+    for key in ("reg", "recency"):
+        if m[key] != AUTO:  # chosen on validation (recmf.train.selection)
+            _float(f"model.{key}", m[key], 0, float("inf"), "auto", open_low=False, auto=True)
+    _float("model.bias_reg", m.bias_reg, 0, float("inf"), "0.1", open_low=False)
     for key in ("user_batch_size", "batch_size", "n_negatives"):
         _int(f"model.{key}", m[key], 1, "64")
     if m.get("name") == "tower":

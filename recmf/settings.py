@@ -14,6 +14,7 @@ from typing import Any
 MISSING: Any = "???"  # OmegaConf's mark for a value the user must give (e.g. dataset.path)
 
 DEFAULT_SCHEMA = "recmf"  # the store schema when none is given
+AUTO = "auto"  # model.reg / model.recency: chosen on the validation split (recmf.train.selection)
 
 
 @dataclass
@@ -44,9 +45,9 @@ class MFConfig:  # configs/arch/mf.yaml
     init_std: float = MISSING
     lr: float = MISSING
     lr_decay: float = MISSING
-    reg: float = MISSING
+    reg: Any = MISSING  # a number, or auto: chosen on validation (recmf.train.selection)
     bias_reg: float = MISSING
-    recency: float = MISSING
+    recency: Any = MISSING  # a number, or auto (as reg)
     user_batch_size: int = MISSING
     batch_size: int = MISSING
     n_negatives: int = MISSING

@@ -5,6 +5,7 @@ import os
 import re
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -50,11 +51,15 @@ def test_train_prints_its_result_on_stdout_and_only_recmf_logs_on_stderr(trained
     assert f"(store schema {trained['schema']}, data digest " in line
     noise = [x for x in trained["stderr"].splitlines() if not LOG_LINE.match(x)]
     assert noise == []
-    # not a terminal: one concise line per epoch, with the loss and the validation metric
-    epochs = re.findall(
-        r"train epoch (\d+)/4: loss [\d.]+, val/ndcg_at_10 [\d.]+", trained["stderr"]
-    )
-    assert epochs and epochs == [str(e) for e in range(1, len(epochs) + 1)]
+    # not a terminal: one concise line per epoch, with the loss and the validation metric; the
+    # default config chooses model.recency, then model.reg, each in a race of its own
+    line = r"select epoch (\d+)/4: loss [\d.]+, val/ndcg_at_10 [\d.]+"
+    epochs = [int(e) for e in re.findall(line, trained["stderr"])]
+    starts = [i for i, e in enumerate(epochs) if e == 1]
+    assert len(starts) == 2 and starts[0] == 0
+    for a, b in zip(starts, [*starts[1:], len(epochs)], strict=True):
+        assert epochs[a:b] == list(range(1, b - a + 1))
+    assert len(re.findall(r"selection on validation \([\d.]+ s\): recency", trained["stderr"])) == 2
     assert list(trained["cwd"].glob("**/*.log")) == []  # no log files anywhere
 
 
@@ -67,7 +72,17 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
     assert run.info.status == "FINISHED"
     assert run.data.params["data.schema"] == trained["schema"]
     assert int(run.data.params["data.n_interactions"]) > 1000
-    assert "val/ndcg_at_10" in run.data.metrics and "train/loss" in run.data.metrics
+    assert "val/ndcg_at_10" in run.data.metrics and "select/loss" in run.data.metrics
+    # model.recency and model.reg are auto by default: the values chosen, and every candidate
+    assert run.data.params["model.recency"] == "auto"
+    chosen = {k: float(run.data.params[f"selected.model.{k}"]) for k in ("recency", "reg")}
+    assert chosen["recency"] in (0, 1, 2, 4, 8) and chosen["reg"] in (0.04, 0.08, 0.16)
+    local = client.download_artifacts(trained["run_id"], "selection/selection.json")
+    table = json.loads(Path(local).read_text())
+    assert table["chosen"] == chosen and len(table["trials"]) == 7
+    best = max(table["trials"], key=lambda t: t["val"])
+    assert (best["recency"], best["reg"]) == (chosen["recency"], chosen["reg"])
+    assert run.data.metrics["best_val_ndcg_at_10"] == pytest.approx(best["val"])
     history = client.get_metric_history(trained["run_id"], "val/ndcg_at_10")
     assert len(history) >= 2  # one value per epoch
     # the run keeps its split (for evaluation); the weights live once, in the MLflow model

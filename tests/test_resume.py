@@ -22,6 +22,8 @@ CONFIG = [
     "trainer.max_epochs=12",
     "patience=12",  # every epoch runs: the interruption lands mid-training
     "registered_model=null",
+    "model.recency=2",  # fixed: a selection (auto) keeps no per-epoch state (tested below)
+    "model.reg=0.08",
 ]
 
 
@@ -138,6 +140,40 @@ def test_interrupt_before_any_completed_epoch_does_not_claim_one_was_saved(tmp_p
     refit = TrainingInterrupted("refit", 0)
     resume.save_point(cfg, logger, workdir, refit, "digest")
     assert "no refit epoch had completed" in str(refit)
+    select = TrainingInterrupted("select", 4)
+    resume.save_point(cfg, logger, workdir, select, "digest")
+    assert "a resume starts the selection again from its first epoch" in str(select)
+    assert "epoch is saved" not in str(select)
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_while_choosing_its_settings_resumes_to_the_same_result(setup):
+    """model.recency=auto: SIGTERM during the race; the resume runs the selection again and
+    ends where an uninterrupted run ends."""
+    cwd, env = setup["cwd"], setup["env"]
+    args = [a for a in setup["args"] if not a.startswith(("model.recency", "model.reg"))]
+    whole = _train(args, cwd, env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    errors = cwd / "select.err"
+    with errors.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *args, "progress=lines"],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err_file, text=True,
+        )  # fmt: skip
+        deadline = time.time() + 240
+        while "select epoch 2/" not in errors.read_text():
+            assert proc.poll() is None and time.time() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    err = errors.read_text()
+    assert proc.returncode == 130 and "during its select phase" in err and "Traceback" not in err
+    run_id = err.split("so run ")[1].split(" ")[0]
+    resumed = _train([f"resume={run_id}"], cwd, env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got_id, got = _result(resumed.stdout.strip().splitlines()[-1])
+    _, want = _result(whole.stdout.strip().splitlines()[-1])
+    assert got_id == run_id and got.split()[:3] == want.split()[:3]
 
 
 def test_resume_takes_the_password_from_the_same_url_given_now_and_refuses_another():

@@ -169,7 +169,7 @@ def test_run_stores_each_weight_file_once(served):
         return out
 
     run_files = listed()
-    assert run_files == ["split/split.npz"]
+    assert run_files == ["selection/selection.json", "split/split.npz"]  # no weights
     logger_cfg = LoggerConfig(served["uri"])
     model = run_model(logger_cfg, run_id)
     bundle = bundle_in_model(model.artifact_location)

@@ -152,6 +152,7 @@ class InteractionsDataModule(L.LightningDataModule):
         seed: Seeds the per-epoch permutations and negatives.
         recency: Weighs each user's training rows by ``exp(-recency * age)``, age 0 for the
             latest and 1 for the oldest (see :func:`recmf.data.split.recency_weights`); 0 = equal.
+            A sequence of strengths gives (pairs, strengths) weights (user-batched losses only).
     """
 
     def __init__(
@@ -162,7 +163,7 @@ class InteractionsDataModule(L.LightningDataModule):
         n_negatives: int = 1,
         eval_chunk_size: int = 2048,
         seed: int = 0,
-        recency: float = 0.0,
+        recency: float | tuple[float, ...] = 0.0,
     ):
         super().__init__()
         self.split, self.loss = split, loss
@@ -170,7 +171,10 @@ class InteractionsDataModule(L.LightningDataModule):
         self.eval_chunk_size, self.seed = eval_chunk_size, seed
         n_users = split.train.n_users
         train = split.train
-        self.weights = recency_weights(train, recency) if recency else None
+        if isinstance(recency, int | float):
+            self.weights = recency_weights(train, recency) if recency else None
+        else:  # one column per strength: the candidates of a selection race (recmf.model.race)
+            self.weights = np.stack([recency_weights(train, r) for r in recency], axis=1)
         pair_weights = self.weights if loss in USER_BATCHED else None  # only softmax reads them
         self.train_items = UserItems.from_pairs(
             train.user_idx, train.item_idx, n_users, pair_weights

@@ -14,7 +14,7 @@ class UserItems:
 
     indptr: torch.Tensor  # (n_users + 1,) int64
     indices: torch.Tensor  # (nnz,) int32 or int64, item_idx sorted within each user
-    weights: torch.Tensor | None = None  # (nnz,) float32 per pair, when built with weights
+    weights: torch.Tensor | None = None  # (nnz,) or (nnz, k) float32 per pair, when weighted
 
     @classmethod
     def from_pairs(

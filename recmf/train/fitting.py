@@ -19,10 +19,10 @@ import numpy as np
 from recmf.data.encoding import SideInputs
 from recmf.data.interactions import Interactions
 from recmf.data.split import Split
-from recmf.errors import ConfigError, TrainingInterrupted
+from recmf.errors import TrainingInterrupted
 from recmf.model.mf import MatrixFactorization
-from recmf.settings import TowerConfig, TrainConfig, TrainerConfig
-from recmf.train import progress
+from recmf.settings import TrainConfig
+from recmf.train.one_fit import build_model, fit_once, trim_heap
 
 
 @dataclass
@@ -37,6 +37,9 @@ class Fitted:
     # validation-based choices made after training (fold-in constants) must be measured on
     selected_weights: dict | None = None
     inputs: SideInputs | None = None  # the encoded side features (two towers)
+    # model.recency / model.reg chosen on validation (``auto``) and every candidate tried
+    chosen: dict = field(default_factory=dict)
+    trials: list[dict] = field(default_factory=list)
 
 
 def quiet_lightning() -> None:
@@ -55,99 +58,6 @@ def merge_train_val(split: Split) -> Split:
         *(np.concatenate([getattr(tr, c), getattr(va, c)]) for c in columns), tr.vocab
     )
     return dataclasses.replace(split, train=joined)
-
-
-def trainer_arguments(trainer: TrainerConfig) -> dict:
-    """``trainer`` as keyword arguments of ``lightning.pytorch.Trainer``."""
-    from dataclasses import asdict
-
-    return asdict(trainer)
-
-
-def build_model(cfg: TrainConfig, n_users: int, n_items: int, inputs: SideInputs | None):
-    """A fresh model of ``cfg.model``'s architecture (seed the generators first)."""
-    m = cfg.model
-    if not isinstance(m, TowerConfig):
-        return MatrixFactorization(
-            n_users, n_items, cfg.latent_dim, use_bias=m.use_bias, init_std=m.init_std
-        )
-    from recmf.model.towers import TwoTower
-
-    x = inputs.x if inputs is not None else {}
-    if not m.id_embeddings and not x:
-        raise ConfigError(
-            "arch=tower with model.id_embeddings=false embeds users and items from their side "
-            "features alone, but the store holds none. Ingest features (e.g. dataset="
-            "movielens-100k reads genres and demographics), or keep model.id_embeddings=true."
-        )
-    return TwoTower(
-        n_users,
-        n_items,
-        cfg.latent_dim,
-        x.get("user"),
-        x.get("item"),
-        use_bias=m.use_bias,
-        init_std=m.init_std,
-        id_embeddings=m.id_embeddings,
-        user_layers=m.user_layers,
-        item_layers=m.item_layers,
-        id_dropout=m.id_dropout,
-    )
-
-
-def _fit(
-    cfg: TrainConfig,
-    split: Split,
-    logger,
-    callbacks,
-    max_epochs: int,
-    prefix: str,
-    validate: bool,
-    ckpt_path: Path | None = None,
-    inputs: SideInputs | None = None,
-):
-    """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
-    import lightning as L
-
-    from recmf.data.batches import InteractionsDataModule
-    from recmf.model.lit_module import MFLitModule
-
-    m = cfg.model
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = split.train
-    model = build_model(cfg, data.n_users, data.n_items, inputs)
-    lit = MFLitModule(
-        model,
-        cfg.loss,
-        lr=m.lr,
-        reg=m.reg,
-        k=cfg.k,
-        bias_reg=m.bias_reg,
-        lr_decay=m.lr_decay,
-        log_prefix=prefix,
-        feature_reg=getattr(m, "feature_reg", 0.0),
-    )
-    batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
-    dm = InteractionsDataModule(
-        split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
-    )
-    _trim_heap()
-    extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
-    shown, bar = progress.callbacks(cfg.progress, max_epochs)
-    arguments = {**trainer_arguments(cfg.trainer), **extra}
-    arguments.update(max_epochs=max_epochs, enable_progress_bar=bar)
-    trainer = L.Trainer(
-        **arguments,
-        logger=logger,
-        callbacks=[*callbacks, *shown],
-    )
-    try:
-        trainer.fit(lit, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except SystemExit:
-        if trainer.interrupted:  # Lightning turns Ctrl+C (and our SIGTERM) into exit(1)
-            raise TrainingInterrupted(prefix, trainer.current_epoch) from None
-        raise
-    return lit, trainer
 
 
 def _every_epoch(directory: Path):
@@ -169,20 +79,7 @@ def _release(lit) -> None:
     """Drop the trainer <-> module cycle now, so its datamodule's tensors go before the next
     phase allocates (at 20M rows they are hundreds of MB)."""
     lit.trainer = None
-    _trim_heap()
-
-
-def _trim_heap() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise:
-    building the data module at 20M rows left 70 MB of freed sort temporaries resident)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    trim_heap()
 
 
 class StopOnSignal:
@@ -253,30 +150,40 @@ def fit_select_refit(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from recmf.model.lit_module import MFLitModule
+    from recmf.train import selection
 
     monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
     phase = resume["phase"] if resume else "train"
+    if phase == "select":  # a selection keeps no per-epoch state: it runs again
+        phase, resume = "train", None
     extra = list(extra_callbacks or [])
+    chosen, trials = dict(resume.get("chosen") or {}) if resume else {}, []
     t0 = time.perf_counter()
-    if phase == "train":
+    lit = None
+    if phase == "train" and selection.auto_keys(cfg):
+        picked = selection.select(cfg, split, logger, workdir, extra, inputs)
+        chosen, trials = picked.values, [t.row() for t in picked.trials]
+        best_path, best_val = picked.best_path, picked.best.val
+    elif phase == "train":
         ckpt = ModelCheckpoint(dirpath=workdir, filename="best", monitor=monitor, mode=mode)
         stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
         last = _existing(workdir / "last.ckpt") if resume else None
         callbacks = [ckpt, _every_epoch(workdir), stop, *extra]
-        lit, _ = _fit(
+        lit, _ = fit_once(
             cfg, split, logger, callbacks, cfg.trainer.max_epochs, "train", True, last, inputs
         )
         best_path, best_val = Path(ckpt.best_model_path), float(ckpt.best_model_score)
     else:  # interrupted during the refit: the selection is done and saved
-        lit = None
         best_path, best_val = workdir / "best.ckpt", float(resume["best_val"])
+    cfg = selection.with_values(cfg, chosen)  # what the refit and the arrays are built with
     seconds = time.perf_counter() - t0
     best = torch.load(best_path, weights_only=True, map_location="cpu")
     best_epoch = int(best["epoch"]) + 1
     checkpoints = [best_path]
-    selected = None
+    selected, model = None, None
     if lit is not None:
         lit.load_state_dict(best["state_dict"])
+        model = lit.model
         _release(lit)
     if cfg.refit:
         selected = _arrays_of(cfg, split, inputs, best["state_dict"])
@@ -284,7 +191,7 @@ def fit_select_refit(
         refit_dir = workdir / "refit"
         last = _existing(refit_dir / "last.ckpt") if phase == "refit" else None
         try:
-            lit, trainer = _fit(
+            lit, trainer = fit_once(
                 cfg,
                 merge_train_val(split),
                 logger,
@@ -296,16 +203,23 @@ def fit_select_refit(
                 inputs,
             )
         except TrainingInterrupted as stop:
-            stop.best_val = best_val
+            stop.best_val, stop.chosen = best_val, chosen
             raise
         seconds += time.perf_counter() - t0
         checkpoints.append(workdir / "refit.ckpt")
         trainer.save_checkpoint(checkpoints[-1])
         del trainer
+        model = lit.model
         _release(lit)
-    elif lit is None:
+    elif phase == "refit":
         raise ValueError("a refit-phase resume needs cfg.refit")
-    return Fitted(lit.model, monitor, best_val, best_epoch, seconds, checkpoints, selected, inputs)
+    elif model is None:  # chosen by a selection, without a refit: the winner is the model
+        model = build_model(cfg, split.train.n_users, split.train.n_items, inputs)
+        model.load_state_dict(_model_state(best["state_dict"]))
+    return Fitted(
+        model, monitor, best_val, best_epoch, seconds, checkpoints, selected, inputs,
+        chosen, trials,
+    )  # fmt: skip
 
 
 def _arrays_of(cfg: TrainConfig, split: Split, inputs: SideInputs | None, state: dict) -> dict:
@@ -313,5 +227,10 @@ def _arrays_of(cfg: TrainConfig, split: Split, inputs: SideInputs | None, state:
     from recmf.serve.bundle import model_arrays
 
     model = build_model(cfg, split.train.n_users, split.train.n_items, inputs)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    model.load_state_dict(_model_state(state))
     return {k: v.copy() for k, v in model_arrays(model)[0].items()}
+
+
+def _model_state(state: dict) -> dict:
+    """A Lightning checkpoint's state dict as its torch model's."""
+    return {k.removeprefix("model."): v for k, v in state.items()}

@@ -37,6 +37,7 @@ def save_point(cfg: TrainConfig, logger, workdir: Path, stop, digest: str) -> No
         "phase": stop.phase,
         "epoch": stop.epoch,
         "best_val": getattr(stop, "best_val", None),
+        "chosen": getattr(stop, "chosen", None),  # model.recency / model.reg chosen (auto)
         "digest": digest,
         "config": tracking.safe_config(cfg),
     }
@@ -45,7 +46,12 @@ def save_point(cfg: TrainConfig, logger, workdir: Path, stop, digest: str) -> No
     tracking.log_dir(logger, workdir, "resume")
     tracking.tag_run(logger, tracking.INTERRUPTED_TAG, stop.phase)
     again = f"Continue it with: {command(logger.run_id, cfg.logger)} (or resume=last)."
-    if last.is_file():
+    if stop.phase == "select":
+        saved = (
+            f"choosing model.recency / model.reg keeps no per-epoch state, so run {logger.run_id} "
+            "keeps its settings and a resume starts the selection again from its first epoch"
+        )
+    elif last.is_file():
         saved = f"the last completed epoch is saved to run {logger.run_id}"
     elif stop.phase == "refit":
         saved = (

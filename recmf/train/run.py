@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -157,6 +158,13 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
                     "train_seconds": fitted.seconds,
                 }
             )
+            if fitted.chosen:  # model.recency / model.reg = auto: what validation chose, and why
+                logger.log_hyperparams({f"selected.model.{k}": v for k, v in fitted.chosen.items()})
+                table = Path(tmp) / "selection"
+                table.mkdir()
+                rows = {"chosen": fitted.chosen, "monitor": monitor, "trials": fitted.trials}
+                (table / "selection.json").write_text(json.dumps(rows, indent=2))
+                tracking.log_dir(logger, table, "selection")
             meta = {
                 "loss": cfg.loss,
                 "k": cfg.k,
@@ -169,6 +177,7 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
                 "best_epoch": best_epoch,
                 "monitor": monitor,
                 "best_val": best_val,
+                "selected": fitted.chosen,
             }
             encoders = inputs.encoders if inputs is not None else None
             bundle = Bundle.from_model(fitted.model, vocab, split, meta, encoders)

@@ -1,0 +1,202 @@
+"""Several matrix factorizations trained side by side in one fit, each with its own recency
+weighting and L2, each stopped on its own validation NDCG@k: the built-in selection of
+``model.recency=auto`` / ``model.reg=auto`` (:mod:`recmf.train.selection`).
+
+The candidates share every batch (the same users, in the same order) and their tables are
+stacked, so one batched matrix product scores all of them: on small catalogues a step costs
+little more than one model's. Each candidate starts from the initialisation a plain run with
+the same seed starts from, and Adam updates every element on its own, so a candidate follows
+the run it stands for (up to float rounding of the batched products).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from recmf.eval.ranking import MetricAccumulator, topk_chunks
+from recmf.model.mf import MatrixFactorization
+
+
+class StackedMF(nn.Module):
+    """``n_models`` :class:`MatrixFactorization` models in (n_models, rows, dim) tables."""
+
+    def __init__(self, models: list[MatrixFactorization]):
+        super().__init__()
+        first = models[0]
+        self.n_models, self.use_bias = len(models), first.use_bias
+        self.n_users, self.n_items = first.n_users, first.n_items
+        self.user_emb = nn.Parameter(torch.stack([m.user_emb.weight.detach() for m in models]))
+        self.item_emb = nn.Parameter(torch.stack([m.item_emb.weight.detach() for m in models]))
+        if self.use_bias:
+
+            def stack(name: str) -> torch.Tensor:
+                return torch.stack([getattr(m, name).weight.detach() for m in models])
+
+            self.user_bias = nn.Parameter(stack("user_bias").squeeze(-1))  # (n_models, n_users)
+            self.item_bias = nn.Parameter(stack("item_bias").squeeze(-1))
+            self.global_bias = nn.Parameter(torch.zeros(self.n_models))
+
+    def score_all(self, which: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Scores of models ``which`` (K,) for ``users`` (B,) against every item: (K, B, items)."""
+        p, q = self.rows(which, users)
+        if not self.use_bias:
+            return torch.bmm(p, q.transpose(1, 2))
+        item_bias = self._of(self.item_bias, which)
+        scores = torch.baddbmm(item_bias.unsqueeze(1), p, q.transpose(1, 2))
+        user_bias = self._of(self.user_bias, which).index_select(1, users)
+        return scores + (user_bias + self.global_bias.index_select(0, which)[:, None])[:, :, None]
+
+    def rows(self, which: torch.Tensor, users: torch.Tensor):
+        """Models ``which``'s rows of ``users`` (K, B, dim) and item tables (K, items, dim)."""
+        return self._of(self.user_emb, which).index_select(1, users), self._of(self.item_emb, which)
+
+    def _of(self, table: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        # index_select, not [...]: its backward adds rows, where advanced indexing's accumulating
+        # index_put took a third of a step; all models: the table as it is, no copy
+        return table if len(which) == self.n_models else table.index_select(0, which)
+
+    def state_of(self, index: int) -> dict[str, torch.Tensor]:
+        """Model ``index``'s weights as a :class:`MatrixFactorization` state dict (copies)."""
+        state = {
+            "user_emb.weight": self.user_emb[index].detach().clone(),
+            "item_emb.weight": self.item_emb[index].detach().clone(),
+        }
+        if self.use_bias:
+            state["user_bias.weight"] = self.user_bias[index].detach().clone().unsqueeze(1)
+            state["item_bias.weight"] = self.item_bias[index].detach().clone().unsqueeze(1)
+            state["global_bias"] = self.global_bias[index].detach().clone()
+        return state
+
+
+class RaceLitModule(L.LightningModule):
+    """Trains :class:`StackedMF`'s candidates with the full-catalogue softmax loss.
+
+    Candidate j weighs its pairs by column j of the batch's ``weights`` (one recency strength
+    per column, :class:`recmf.data.batches.InteractionsDataModule` given several) and pays
+    ``regs[j]`` L2 on the embedding rows a step touches, per positive pair, as
+    :class:`recmf.model.lit_module.MFLitModule` does for one model. After each validation a
+    candidate that has not improved its NDCG@k for ``patience`` epochs is done and trains no
+    more. So is one that did not improve this epoch while its best is below ``prune`` times the
+    leader's best, once twice ``patience`` epochs (at least 6) have passed: curves cross late
+    and slowly (on ml-latest-small recency 4 was 12% behind at epoch 7 and passed recency 2 at
+    epoch 26), so a candidate still improving stays. The leader is the
+    best of the candidates still running and of ``reference`` up to this epoch (the validation
+    curve of an earlier race's candidate, trained on the same batches). The fit stops when every
+    candidate is done. ``best`` holds each candidate's best NDCG@k, its epoch (1-based), its
+    weights then and its ``curve`` (the NDCG@k of each epoch it ran).
+
+    Logged per epoch: ``val/ndcg_at_{k}`` (the best candidate's this epoch) and each
+    candidate's as ``select/{label}/ndcg_at_{k}``.
+    """
+
+    def __init__(
+        self,
+        model: StackedMF,
+        labels: list[str],
+        regs: list[float],
+        k: int,
+        lr: float,
+        patience: int,
+        bias_reg: float = 0.0,
+        lr_decay: float = 1.0,
+        prune: float = 0.85,
+        reference: list[float] | None = None,
+    ):
+        super().__init__()
+        self.model, self.labels, self.k, self.lr, self.patience = model, labels, k, lr, patience
+        self.prune, self.reference = prune, reference
+        self.log_prefix = "select"  # of its logged loss, as MFLitModule's (progress lines read it)
+        self.register_buffer("regs", torch.tensor(regs, dtype=torch.float32), persistent=False)
+        self.bias_reg = bias_reg if model.use_bias else 0.0
+        self.lr_decay = lr_decay
+        self.alive = list(range(model.n_models))
+        self.best: list[dict] = [{"val": -1.0, "epoch": 0, "state": None} for _ in labels]
+        self._waits = [0] * model.n_models
+        self._accs: dict[int, MetricAccumulator] = {}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        m, which = self.model, torch.tensor(self.alive, device=self.device)
+        users, rows, cols = batch["users"], batch["rows"], batch["cols"]
+        logits = m.score_all(which, users)  # (K, B, items)
+        flat = rows * m.n_items + cols  # the pairs' log-softmax, without a (K, B, items) index_put
+        picked = logits.flatten(1).index_select(1, flat) - torch.logsumexp(logits, 2)[:, rows]
+        w = batch["weights"]
+        if w is None:
+            loss = -picked.mean(1)
+        else:
+            w = w.index_select(1, which).T  # (K, P)
+            loss = -(picked * w).sum(1) / w.sum(1)
+        # the L2 of the rows a step touches, per pair: each row counted once per pair it is in
+        per_user = torch.bincount(rows, minlength=len(users)).to(logits.dtype)
+        per_item = torch.bincount(cols, minlength=m.n_items).to(logits.dtype)
+        p, q = m.rows(which, users)
+        l2 = (p.pow(2).sum(2) * per_user).sum(1) + (q.pow(2).sum(2) * per_item).sum(1)
+        loss = loss + self.regs.index_select(0, which) * l2 / len(rows)
+        if self.bias_reg:
+            ub = m._of(m.user_bias, which).index_select(1, users)
+            ib = m._of(m.item_bias, which)
+            biases = (ub.pow(2) * per_user).sum(1) + (ib.pow(2) * per_item).sum(1)
+            loss = loss + self.bias_reg * biases / len(rows)
+        total = loss.sum()  # independent tables: each candidate gets its own loss's gradient
+        self.log("select/loss", loss.mean(), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(rows), sync_dist=True)  # fmt: skip
+        return total
+
+    def on_validation_epoch_start(self) -> None:
+        self._accs = {j: MetricAccumulator([self.k], self.model.n_items, self.device)
+                      for j in self.alive}  # fmt: skip
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        exclude, truth, candidates = batch["exclude"], batch["truth"], batch.get("candidates")
+        for j, acc in self._accs.items():
+            which = torch.tensor([j], device=self.device)
+
+            def score(users, which=which):
+                scores = self.model.score_all(which, users)[0]
+                return scores if candidates is None else scores.masked_fill(~candidates, -torch.inf)
+
+            for chunk, top, _ in topk_chunks(score, batch["users"], exclude, self.k):
+                acc.add(chunk, top, truth, exclude)
+
+    def on_validation_epoch_end(self) -> None:
+        key = f"ndcg_at_{self.k}"
+        values = {j: acc.result()[key] for j, acc in self._accs.items()}
+        if not values:
+            return
+        vector = torch.tensor([values[j] for j in sorted(values)], device=self.device)
+        vector = self.trainer.strategy.reduce(vector, reduce_op="mean")  # the same on every rank
+        epoch = self.current_epoch + 1
+        for j, value in zip(sorted(values), vector.tolist(), strict=True):
+            self.log(f"select/{self.labels[j]}/{key}", value, sync_dist=False)
+            best = self.best[j]
+            best["curve"] = [*best.get("curve", []), value]
+            if value > best["val"]:
+                best.update(val=value, epoch=epoch, state=self.model.state_of(j))
+                self._waits[j] = 0
+            else:
+                self._waits[j] += 1
+        self.log(f"val/{key}", float(vector.max()), prog_bar=True, sync_dist=False)
+        # done after `patience` epochs without a better value, as Lightning's EarlyStopping
+        waits = self._waits
+        self.alive = [j for j in self.alive if waits[j] == 0 or waits[j] < self.patience]
+        leader = max([self.best[j]["val"] for j in self.alive], default=0.0)
+        if self.reference:  # an earlier stage's candidate, at this epoch, trained on these batches
+            leader = max(leader, max(self.reference[:epoch]))
+        if epoch > max(2 * self.patience, 6):  # early epochs rank candidates poorly (measured)
+            floor = self.prune * leader
+            self.alive = [j for j in self.alive if waits[j] == 0 or self.best[j]["val"] >= floor]
+        if not self.alive:
+            self.trainer.should_stop = True
+
+    def winner(self) -> int:
+        """The candidate with the best validation NDCG@k (the first of equals)."""
+        return max(range(len(self.best)), key=lambda j: (self.best[j]["val"], -j))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
+        if self.lr_decay == 1.0:
+            return optimizer
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,0 +1,119 @@
+"""model.recency=auto and model.reg=auto: candidates raced on validation, the winner refit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recmf.data.interactions import Interactions, Vocab
+from recmf.data.split import make_split
+from recmf.errors import ConfigError
+
+SMALL = ["latent_dim=8", "trainer.max_epochs=12", "patience=3", "progress=none"]
+
+
+def _drifting(n_users=80, n_items=40, seed=0) -> Interactions:
+    """Each user's first 12 interactions are items of group A (the first half of the catalogue),
+    the last 10 of group B: validation and test hold B items only, so weighing the latest
+    training rows up (recency) is what ranks them first."""
+    rng = np.random.default_rng(seed)
+    half = n_items // 2
+    users, items, times = [], [], []
+    for u in range(n_users):
+        chosen = [*rng.choice(half, 12, replace=False), *(half + rng.choice(half, 10, False))]
+        users += [u] * len(chosen)
+        items += chosen
+        times += list(range(len(chosen)))
+    vocab = Vocab(
+        np.array([f"U{u}" for u in range(n_users)], dtype=object),
+        np.array([f"I{i}" for i in range(n_items)], dtype=object),
+        np.array([""] * n_items, dtype=object),
+    )
+    n = len(users)
+    return Interactions(
+        np.array(users, np.int32),
+        np.array(items, np.int32),
+        np.full(n, np.nan, np.float32),
+        np.array(times, np.int64),
+        vocab,
+    )
+
+
+def _settings(*overrides: str):
+    from recmf.config import compose_settings
+
+    return compose_settings("train", [*SMALL, *overrides])
+
+
+def test_auto_is_the_default_and_other_words_are_refused_with_a_message():
+    cfg = _settings()
+    assert (cfg.model.recency, cfg.model.reg) == ("auto", "auto")
+    assert _settings("model.recency=3").model.recency == 3.0
+    assert _settings("split=random").model.recency == 0.0  # no recency stage at random
+    for override, key in [("model.recency=fast", "model.recency"), ("model.reg=-1", "model.reg")]:
+        with pytest.raises(ConfigError) as err:
+            _settings(override)
+        message = str(err.value)
+        assert message.startswith(f"{key} must be a number >= 0 or auto") and "Pass e.g." in message
+
+
+def test_a_raced_candidate_follows_the_plain_run_it_stands_for(tmp_path):
+    """A candidate of the race starts from the plain run's initialisation and sees its batches:
+    its validation curve is the plain run's (up to the rounding of batched products)."""
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.selection import _race
+
+    quiet_lightning()
+    split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
+    cfg = _settings("model.recency=auto", "model.reg=0.08", "refit=false")
+    trials = _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+    plain = fit_select_refit(
+        _settings("model.recency=4", "model.reg=0.08", "refit=false"), split, False, tmp_path
+    )
+    raced = trials[1]
+    assert raced.epoch == plain.best_epoch
+    assert raced.val == pytest.approx(plain.best_val, abs=2e-3)
+    assert trials[0].val < raced.val  # the data is built so that recency matters
+
+
+def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.selection import RECENCY_GRID, REG_GRID
+
+    quiet_lightning()
+    split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
+    fitted = fit_select_refit(_settings(), split, False, tmp_path)
+    trials = fitted.trials
+    # first every recency strength at the middle L2, then the other L2 values at the winner
+    assert [(t["recency"], t["reg"]) for t in trials[:5]] == [(r, 0.08) for r in RECENCY_GRID]
+    first = max(trials[:5], key=lambda t: t["val"])
+    assert [(t["recency"], t["reg"]) for t in trials[5:]] == [
+        (first["recency"], g) for g in REG_GRID if g != 0.08
+    ]
+    best = max(trials, key=lambda t: t["val"])
+    assert fitted.chosen == {"recency": best["recency"], "reg": best["reg"]}
+    assert fitted.best_val == best["val"] and fitted.best_epoch == best["epoch"]
+    assert fitted.chosen["recency"] > 0  # the latest rows are what validation holds
+    assert trials[0]["val"] < best["val"] - 0.05  # recency 0: the old group A ranks first
+    # the refit trained the winner's settings on train + validation for its selected epochs
+    assert fitted.selected_weights is not None and len(fitted.checkpoints) == 2
+
+
+def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in_turn(
+    tmp_path,
+):
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+
+    quiet_lightning()
+    split = make_split(_drifting(), "random", 0.2, 0.2, seed=0)
+    fitted = fit_select_refit(_settings("split=random", "refit=false"), split, False, tmp_path)
+    assert set(fitted.chosen) == {"reg"}  # recency is 0 at random: nothing to choose
+    assert [t["recency"] for t in fitted.trials] == [0.0, 0.0, 0.0]
+    assert fitted.chosen["reg"] == max(fitted.trials, key=lambda t: t["val"])["reg"]
+    split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
+    cfg = _settings("loss=bpr", "model.reg=0.08", "trainer.max_epochs=3", "refit=false")
+    fitted = fit_select_refit(cfg, split, False, tmp_path / "bpr")
+    assert [t["recency"] for t in fitted.trials] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert set(fitted.chosen) == {"recency"}
+    best = max(fitted.trials, key=lambda t: t["val"])
+    assert fitted.chosen["recency"] == best["recency"] and fitted.best_val == best["val"]
