@@ -210,9 +210,10 @@ def evaluate(cfg: EvaluateConfig) -> EvalResult:
     histories = None  # a bundle folder has no run to read learning curves from
     if run_id:
         monitor = bundle.meta.get("monitor") or f"val/ndcg_at_{bundle.meta.get('k', 10)}"
-        histories = tracking.metric_histories(
-            cfg.logger, run_id, ["train/loss", monitor, "refit/loss"]
-        )
+        keys = ["train/loss", monitor, "refit/loss"]
+        if bundle.meta.get("selected"):  # chosen by a race: the winner's validation curve
+            keys = [winner_curve(bundle.meta, monitor), "refit/loss"]
+        histories = tracking.metric_histories(cfg.logger, run_id, keys)
     with tempfile.TemporaryDirectory(prefix="recmf-report-") as tmp:
         report = write_report(
             Path(tmp),
@@ -326,3 +327,14 @@ def list_users(cfg: RecommendConfig, limit: int = 20) -> list[str]:
     schema = cfg.db.schema or resolve_bundle(cfg)[0].meta["data"]["schema"]
     with FeatureStore.open(replace(cfg.db, schema=schema), create=False) as store:
         return store.list_users(limit)
+
+
+def winner_curve(meta: dict, monitor: str) -> str:
+    """The metric holding the validation curve of the candidate a selection chose
+    (``select/recency_2_reg_0.08/ndcg_at_10``): the chosen values over the run's fixed ones."""
+    from recmf.train.selection import Trial
+
+    model = meta.get("config", {}).get("model", {})
+    values = {**{k: model.get(k) for k in ("recency", "reg")}, **meta["selected"]}
+    label = Trial(float(values["recency"]), float(values["reg"]), 0.0, 0).label
+    return f"select/{label}/{monitor.split('/', 1)[1]}"

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 **result.metrics,
                 "fit_seconds": trained.train_seconds,
                 "val_ndcg_at_10": trained.best_val,
-                "params": {"best_epoch": trained.best_epoch},
+                "params": {**trained.selected, "best_epoch": trained.best_epoch},
             },
             "popularity": {**result.baseline, "fit_seconds": 0.0},
         }
@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"seed {seed}: ndcg@10 {result.metrics['ndcg_at_10']:.4f} "
             f"p@10 {result.metrics['precision_at_10']:.4f} "
-            f"(validation {trained.monitor} {trained.best_val:.4f} at epoch {trained.best_epoch}; "
+            f"(validation {trained.monitor} {trained.best_val:.4f} at epoch {trained.best_epoch}"
+            f"{''.join(f', {k} {v:g}' for k, v in trained.selected.items())}; "
             f"{trained.train_seconds:.1f} s training, run {trained.run_id})",
             flush=True,
         )
@@ -156,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
         row["params"] = [r["methods"][name].get("params") for r in runs]
         cells = "".join(f"{row[k]:>10.4f} ± {row[k + '_spread']:.4f}" for k in KEYS)
         chosen = row["params"][0] if name in peers else ""
+        if name == "recmf":  # per seed: what model.recency / model.reg = auto chose
+            keys = [k for k in row["params"][0] if k != "best_epoch"]
+            chosen = "; ".join(
+                ", ".join(f"{k} {p[k]:g}" for k in keys) for p in row["params"]
+            ) if keys else ""  # fmt: skip
         print(f"{name:<12}{cells}{row['fit_seconds']:>9.1f}  {chosen or ''}")
     result = {"experiment": args.experiment, "data": str(args.data), "methods": summary}
     save(args, f"quality-{args.schema}.json", {**result, "runs": runs})

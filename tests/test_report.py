@@ -383,7 +383,10 @@ def test_evaluate_writes_an_html_report_with_learning_curves(pg_url, tmp_path):
     page = _parse(html_path)
     _assert_self_contained(text, page.images)
     assert len(page.images) == 3 and "No learning curves" not in text
-    for key in ("train/loss", "val/ndcg_at_10", "refit/loss"):
+    # model.recency/reg = auto: the curve of the candidate chosen, then the refit's loss
+    chosen = run.selected
+    label = f"recency_{chosen['recency']:g}_reg_{chosen['reg']:g}"
+    for key in (f"select/{label}/ndcg_at_10", "refit/loss"):
         assert f"<code>{key}</code>" in text
     assert len(page.tables["metrics"]) == 1 + 2 * (len(METRICS) + 1)
     assert [r[0] for r in page.tables["buckets"][1:]] == list(BUCKETS)

@@ -37,12 +37,14 @@ class TrainResult:
     sizes: dict = field(default_factory=dict)
     schema: str | None = None  # the store schema it read
     data_digest: str | None = None  # of the data it read (the run's dataset input)
+    selected: dict = field(default_factory=dict)  # model keys chosen on validation (auto)
 
     def summary(self) -> str:
+        chosen = "".join(f", model.{k}={v:g}" for k, v in self.selected.items())
         return (
-            f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}, "
-            f"{self.train_seconds:.1f} s training (store schema {self.schema}, data digest "
-            f"{self.data_digest})"
+            f"run {self.run_id}: {self.monitor} {self.best_val:.4f} at epoch {self.best_epoch}"
+            f"{chosen}, {self.train_seconds:.1f} s training (store schema {self.schema}, data "
+            f"digest {self.data_digest})"
         )
 
 
@@ -219,4 +221,5 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
         split.sizes(),
         snapshot["schema"],
         digest,
+        fitted.chosen,
     )
