@@ -27,12 +27,15 @@ pytestmark = pytest.mark.slow  # each test starts a server of its own (a few sec
 # A user of the store: opens it, says "ready", then answers one line at a time on stdin:
 # "count" -> the store's interaction count (a query on the server), "exit" -> close and exit.
 USER = """
-import sys
+import signal, sys
 from recmf.settings import DbConfig
 from recmf.store import FeatureStore
 
 cfg = DbConfig(None, "recmf", sys.argv[1])
 store = FeatureStore.open(cfg)
+# Ctrl+C's default even when started from a background job, which inherits SIGINT ignored (and
+# Python then installs no KeyboardInterrupt handler): the SIGINT case would wait forever
+signal.signal(signal.SIGINT, signal.default_int_handler)
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "count":
