@@ -134,9 +134,15 @@ class MFLitModule(L.LightningModule):
             self._val_rmse = None
 
     def configure_optimizers(self):
-        # fused: one kernel per table; at 20M rows a step's update went from 35 to 7 ms
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
-        if self.lr_decay == 1.0:
-            return optimizer
-        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return adam(self.model.parameters(), self.lr, self.lr_decay)
+
+
+def adam(parameters, lr: float, lr_decay: float):
+    """Adam, with the learning rate multiplied by ``lr_decay`` after every epoch unless it is 1
+    (what ``configure_optimizers`` returns)."""
+    # fused: one kernel per table; at 20M rows a step's update went from 35 to 7 ms
+    optimizer = torch.optim.Adam(parameters, lr=lr, fused=True)
+    if lr_decay == 1.0:
+        return optimizer
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
+    return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from recmf.eval.ranking import MetricAccumulator, topk_chunks
+from recmf.model.lit_module import adam
 from recmf.model.mf import MatrixFactorization
 
 
@@ -190,13 +191,5 @@ class RaceLitModule(L.LightningModule):
         if not self.alive:
             self.trainer.should_stop = True
 
-    def winner(self) -> int:
-        """The candidate with the best validation NDCG@k (the first of equals)."""
-        return max(range(len(self.best)), key=lambda j: (self.best[j]["val"], -j))
-
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
-        if self.lr_decay == 1.0:
-            return optimizer
-        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return adam(self.model.parameters(), self.lr, self.lr_decay)  # each element on its own
