@@ -81,7 +81,7 @@ class RaceLitModule(L.LightningModule):
     candidate that has not improved its NDCG@k for ``patience`` epochs is done and trains no
     more. So is one that did not improve this epoch while its best is below ``prune`` times the
     leader's best, once twice ``patience`` epochs (at least 6) have passed: curves cross late
-    and slowly (on ml-latest-small recency 4 was 12% behind at epoch 7 and passed recency 2 at
+    and slowly (on ml-latest-small recency 4 was 15% behind at epoch 7 and passed recency 2 at
     epoch 26), so a candidate still improving stays. The leader is the
     best of the candidates still running and of ``reference`` up to this epoch (the validation
     curve of an earlier race's candidate, trained on the same batches). The fit stops when every
