@@ -65,7 +65,6 @@ class Selection:
     best: Trial
     trials: list[Trial]
     best_path: Path  # the winner's weights as a checkpoint the refit and `_arrays_of` read
-    seconds: float
 
 
 def select(
@@ -77,7 +76,6 @@ def select(
     inputs: SideInputs | None = None,
 ) -> Selection:
     """Run the stages for ``cfg``'s auto keys; raises TrainingInterrupted as phase ``select``."""
-    t0 = time.perf_counter()
     keys = auto_keys(cfg)
     m = cfg.model
     reg = REG_GRID[len(REG_GRID) // 2] if "reg" in keys else float(m.reg)
@@ -99,7 +97,7 @@ def select(
     best_path = workdir / "best.ckpt"
     _save_best(best, best_path)
     values = {key: getattr(best, key) for key in keys}
-    return Selection(values, best, trials, best_path, time.perf_counter() - t0)
+    return Selection(values, best, trials, best_path)
 
 
 def _mode(cfg: TrainConfig) -> str:
