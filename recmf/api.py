@@ -45,7 +45,8 @@ def fit(
     **params: Any,
 ) -> Model:
     """Train a model on ``data``: a pandas DataFrame with columns ``user``, ``item`` and, when
-    known, ``rating`` and ``time`` (unix seconds; without it the row order is the time order).
+    known, ``rating`` and ``time`` (unix seconds; without it the data are split per user at
+    random, as with ``split="random"``).
     With ``arch="tower"`` the side features are inputs of the towers.
 
     Args:
@@ -222,6 +223,7 @@ def _raw_from_frame(df: Any) -> RawInteractions:
         rating,
         time,
         source="a DataFrame",
+        timed="time" in df,
     )
 
 
@@ -241,6 +243,7 @@ def _interactions(raw: RawInteractions) -> Interactions:
         frame["r"].to_numpy(np.float32),
         frame["t"].to_numpy(np.int64),
         vocab,
+        raw.timed,
     )
 
 
@@ -295,11 +298,12 @@ def _fit(
     from recmf.config import compose_settings
     from recmf.data.encoding import SideInputs
     from recmf.settings import TowerConfig
-    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.fitting import fit_select_refit, quiet_lightning, untimed_split
     from recmf.train.fold_in_tuning import tune
 
     overrides = [*_overrides(params), f"progress={progress}"]
     cfg = compose_settings("train", overrides, who="recmf.fit")
+    untimed_split(cfg, data, "the data")
     s = cfg.split
     split = make_split(data, s.kind, s.test_fraction, s.val_fraction, cfg.seed)
     if len(split.train) == 0 or len(split.val) == 0:
@@ -323,6 +327,7 @@ def _fit(
         "monitor": fitted.monitor,
         "best_val": fitted.best_val,
         "split": split.sizes(),
+        "split_kind": cfg.split.kind,  # random when the frame had no time column
         "selected": fitted.chosen,  # model.recency / model.reg chosen on validation (auto)
     }
     encoders = inputs.encoders if inputs is not None else None

@@ -93,9 +93,8 @@ def settings(cfg: Any, script: str) -> Any:
     validate(cfg, script)
     out = OmegaConf.to_object(cfg)
     if isinstance(out, TrainConfig) and out.split.kind == "random" and out.model.recency:
-        # a random holdout has no "latest" rows to favour: recency weighting would only add noise
         log.info("split=random: no recency weighting (model.recency %s -> 0)", out.model.recency)
-        out.model.recency = 0.0
+        out.split_at_random()
     if isinstance(out, TrainConfig):  # numbers as floats, auto as it is (an int from the CLI)
         for key in ("reg", "recency"):
             value = getattr(out.model, key)

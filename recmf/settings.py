@@ -148,6 +148,12 @@ class TrainConfig:  # configs/train.yaml
     progress: str = "auto"
     verbose: bool = False
 
+    def split_at_random(self) -> None:
+        """``split.kind`` random, and no recency weighting: a random holdout has no "latest"
+        rows to favour (``split=random``, or data without a time column)."""
+        self.split.kind = "random"
+        self.model.recency = 0.0
+
 
 @dataclass
 class IngestConfig:  # configs/ingest.yaml

@@ -61,6 +61,29 @@ def test_api_recommends_unseen_items_of_the_users_taste():
     )
 
 
+def test_api_splits_a_frame_without_a_time_column_at_random():
+    from recmf import api
+
+    timed = _parity_frame()
+    untimed = timed.drop(columns="time")  # its row order is the time order of `timed`
+    fits = {
+        name: api.fit(df, latent_dim=4, max_epochs=2, loss="bpr", reg=0.01, recency="auto")
+        for name, df in (("timed", timed), ("untimed", untimed))
+    }
+    assert fits["timed"].bundle.meta["split_kind"] == "temporal"
+    assert fits["untimed"].bundle.meta["split_kind"] == "random"
+    assert "recency" in fits["timed"].bundle.meta["selected"]  # raced on validation
+    assert "recency" not in (fits["untimed"].bundle.meta["selected"] or {})  # 0: no time
+
+    def test_rows(model):  # (user, item) held out for test
+        test = model.split.test
+        return set(zip(test.user_idx.tolist(), test.item_idx.tolist(), strict=True))
+
+    # the same counts held out, but not each user's last rows in file order
+    assert len(fits["timed"].split.test) == len(fits["untimed"].split.test)
+    assert test_rows(fits["timed"]) != test_rows(fits["untimed"])
+
+
 @pytest.mark.slow  # trains 40 epochs; the towers' quick tests are in test_towers.py
 def test_api_trains_towers_on_item_features_and_ranks_a_new_item_of_the_users_taste():
     """Items' parity is their genre; a features-only item tower learns it, and an item added

@@ -227,3 +227,18 @@ def test_config_split_random_turns_recency_weighting_off_and_temporal_keeps_it()
     cfg = compose_settings("train", ["model.recency=3", "split.test_fraction=0.3"])
     assert cfg.split.kind == "temporal" and cfg.model.recency == 3.0
     assert cfg.split.test_fraction == 0.3
+
+
+def test_data_without_a_time_column_are_split_at_random_without_recency_weighting():
+    import numpy as np
+
+    from recmf.config import compose_settings
+    from recmf.data.interactions import Interactions, Vocab
+    from recmf.train.fitting import untimed_split
+
+    vocab = Vocab(np.array(["u"], object), np.array(["a", "b"], object), np.array(["", ""], object))
+    cols = (np.zeros(2, np.int64), np.arange(2), np.full(2, np.nan, np.float32), np.arange(2))
+    for timed, kind, recency in ((True, "temporal", 3.0), (False, "random", 0.0)):
+        cfg = compose_settings("train", ["model.recency=3", "split.test_fraction=0.3"])
+        untimed_split(cfg, Interactions(*cols, vocab, timed=timed), "test data")
+        assert (cfg.split.kind, cfg.model.recency, cfg.split.test_fraction) == (kind, recency, 0.3)

@@ -434,3 +434,33 @@ def test_a_long_copy_logs_rows_copied_and_rows_per_second(store, monkeypatch, ca
     lines = [r.getMessage() for r in caplog.records if "rows copied" in r.getMessage()]
     assert lines, caplog.text
     assert re.search(r"of [\d,]+ rows copied, [\d.]+ M rows/s", lines[-1])
+
+
+def test_a_csv_without_a_time_column_is_stored_as_untimed_and_read_back_so(db_cfg, tmp_path):
+    from dataclasses import asdict, replace
+
+    from recmf.config import from_dict
+    from recmf.ingest import run_ingest
+    from recmf.settings import IngestConfig
+
+    timed, untimed = tmp_path / "timed.csv", tmp_path / "untimed.csv"
+    timed.write_text("user,item,time\nu1,a,100\nu2,b,200\n")
+    untimed.write_text("user,item\nu1,a\nu2,b\nu1,c\n")
+    columns = {"user": "user", "item": "item", "rating": None, "time": "time"}
+    dataset = {"name": "csv", "path": str(timed), "sep": ",", "header": True, "columns": columns}
+    cfg = from_dict({"db": asdict(db_cfg), "dataset": dataset}, IngestConfig)
+    assert "no time column" not in run_ingest(cfg).summary()
+    with FeatureStore.open(db_cfg) as store:
+        assert store.read_interactions().timed and store.snapshot()["timed"] is True
+
+    other = replace(db_cfg, schema=f"{db_cfg.schema}_untimed")
+    dataset.update(path=str(untimed), columns={**columns, "time": None})
+    cfg = from_dict({"db": asdict(other), "dataset": dataset}, IngestConfig)
+    result = run_ingest(cfg)
+    assert "no time column: row order stands for time" in result.summary()
+    assert run_ingest(cfg).added == 0  # idempotent: the fact is stored once, rows once
+    with FeatureStore.open(other, create=False) as store:
+        data = store.read_interactions()
+        assert not data.timed and not data.subset(np.array([0, 1])).timed
+        assert sorted(data.timestamp.tolist()) == [0, 1, 2]  # each row's number in the file
+        assert store.snapshot()["timed"] is False

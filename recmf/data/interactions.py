@@ -35,6 +35,9 @@ class RawInteractions:
     # features before anyone has seen it)
     item_features: RawFeatures | None = None
     user_features: RawFeatures | None = None
+    # False: the source had no time column and ``timestamp`` is each row's number (file order),
+    # which training does not take for time (it splits such data at random)
+    timed: bool = True
 
     def __post_init__(self) -> None:
         self.timestamp = np.asarray(self.timestamp, dtype=np.int64)
@@ -128,6 +131,7 @@ class Interactions:
     rating: np.ndarray  # (n,) float32, NaN where the source had no rating
     timestamp: np.ndarray  # (n,) int64 unix seconds
     vocab: Vocab
+    timed: bool = True  # False: ``timestamp`` is row order (no time column, see RawInteractions)
 
     def __post_init__(self) -> None:
         n = len(self.user_idx)
@@ -157,4 +161,5 @@ class Interactions:
             self.rating[mask_or_index],
             self.timestamp[mask_or_index],
             self.vocab,
+            self.timed,
         )

@@ -114,7 +114,8 @@ def csv_source(
             positions. Applies to the items and users files too.
         columns: mapping with ``user`` and ``item`` (required), ``rating`` and ``time``
             (optional, ``None`` when absent). Times are integer unix seconds or ISO 8601;
-            without a time column each row's 0-based number is its time, keeping file order.
+            without a time column each row's 0-based number is its time, keeping file order,
+            and the data are marked untimed: training splits them at random.
         items_path: optional file of item titles and features, one line per item.
         items_sep: its separator.
         items_columns: mapping with ``item`` and ``title`` for the items file (``title`` may be
@@ -169,6 +170,7 @@ def csv_source(
         source=f"csv {cols.path.absolute()}",
         item_features=item_features,
         user_features=user_features,
+        timed="time" in mapping,
     )
 
 

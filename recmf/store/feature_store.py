@@ -17,6 +17,7 @@ from recmf.store.copy_io import copy_out, copy_out_csv
 from recmf.store.db_errors import store_error
 from recmf.store.errors import StoreError, safe_url
 from recmf.store.schema import (
+    UNTIMED,
     StoreTables,
     check_tables,
     create_schema,
@@ -194,6 +195,7 @@ class FeatureStore:
                 ("int8", "int8", "float4", "int8"),
                 convert=(_position_fn(user_keys), _position_fn(item_keys), None, None),
             )
+            untimed = self._fact(conn, UNTIMED)
         vocab = Vocab(user_ids=user_ids, item_ids=item_ids, item_titles=titles)
         return Interactions(
             user_idx=user_idx,
@@ -201,7 +203,16 @@ class FeatureStore:
             rating=rating,
             timestamp=ts,
             vocab=vocab,
+            timed=untimed is None,
         )
+
+    def _fact(self, conn: sa.Connection, fact: str) -> str | None:
+        """A stored fact's value; None when unset (or the store predates the facts table and
+        was opened read-only, so it was not created)."""
+        facts = self._tables.facts
+        if conn.scalar(sa.text("SELECT to_regclass(:t)"), {"t": self._tables.qualified("facts")}):
+            return conn.scalar(sa.select(facts.c.value).where(facts.c.fact == fact))
+        return None
 
     def snapshot(self, interactions: Interactions | None = None) -> dict:
         """What a training run records about its data: counts, latest time and a content hash.
@@ -222,6 +233,7 @@ class FeatureStore:
             "n_items": int(data.n_items),
             "n_interactions": len(data),
             "max_timestamp": int(data.timestamp.max()) if len(data) else None,
+            "timed": data.timed,  # False: no time column (row order), split at random
             "content_hash": digest,
         }
         for f in sides:  # e.g. item_side_features "genres:multi,year:numeric"

@@ -3,7 +3,8 @@
 Interactions reference integer surrogate keys of ``users`` and ``items`` (which hold the external
 string ids and titles), so the hot read is fixed-width integers and floats. The primary key
 (user_key, item_key, ts) is the natural key that makes ingest idempotent; ``ts`` is NOT NULL
-because sources always supply a time (a CSV without one gets its row number).
+because sources always supply a time (a CSV without one gets its row number, and the ``facts``
+table then says ``untimed``: training splits such data at random).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from recmf.store.errors import StoreError
 
 NATURAL_KEY = "interactions_natural_key"  # primary key of interactions: (user, item, time)
+UNTIMED = "untimed"  # a fact: some rows came without a time column (value: their source)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -48,6 +50,7 @@ class StoreTables:
     user_numbers: sa.Table
     item_categories: sa.Table
     item_numbers: sa.Table
+    facts: sa.Table  # what a data set is, beyond its rows (e.g. "untimed": no time column)
 
     def side_table(self, side: str, what: str) -> sa.Table:
         """``user_categories``, ``item_numbers``, ...: ``side`` user|item, ``what``
@@ -133,6 +136,12 @@ def make_tables(schema: str) -> StoreTables:
             sa.Column("feature", sa.Text, primary_key=True),
             sa.Column("value", sa.Float, nullable=False),  # finite; unknown is no row
         )
+    facts = sa.Table(
+        "facts",
+        md,
+        sa.Column("fact", sa.Text, primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
     return StoreTables(
         schema,
         md,
@@ -143,6 +152,7 @@ def make_tables(schema: str) -> StoreTables:
         item_features,
         feature_kinds,
         **sides,
+        facts=facts,
     )
 
 
@@ -153,6 +163,7 @@ ADDED_LATER = (
     "user_numbers",
     "item_categories",
     "item_numbers",
+    "facts",
 )
 
 

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from recmf.store.copy_io import copy_in, copy_out, encode_fixed, encode_rows
 from recmf.store.features import load_features, refresh_features
 from recmf.store.rows import factorize, sort_unique_rows
-from recmf.store.schema import NATURAL_KEY, StoreTables
+from recmf.store.schema import NATURAL_KEY, UNTIMED, StoreTables
 from recmf.store.sides import SideResult, write_side_features
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class IngestResult:
     added: int
     duplicates_skipped: int  # rows already stored, plus repeats within the input
     features: tuple[SideResult, ...] = ()  # side features written, per side
+    untimed: bool = False  # the source had no time column (row numbers stand for time)
 
     def summary(self) -> str:
         """One line for people: totals, then what this ingest changed."""
@@ -63,6 +65,8 @@ class IngestResult:
             f"stored {self.n_users} users, {self.n_items} items, {self.n_interactions} "
             f"interactions (+{self.added} new, {self.duplicates_skipped} duplicates skipped)"
         )
+        if self.untimed:
+            line += "; no time column: row order stands for time, training splits at random"
         for f in self.features:
             made = f", {f.new_entities} of them new" if f.new_entities else ""
             line += f"; {f.side} features of {f.entities} {f.side}s{made} ({f.values} values)"
@@ -109,6 +113,9 @@ def write_interactions(
         "%d input rows: %d repeated within the input, %d already stored, %d added",
         n, repeats, n - repeats - added, added,
     )  # fmt: skip
+    if not raw.timed:  # row numbers stand for time: training must not read them as time
+        stmt = postgresql.insert(tables.facts).values(fact=UNTIMED, value=raw.source or "?")
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["fact"]))
     written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
     if written:
         tx.update_titles()  # of items the features file created
@@ -122,6 +129,7 @@ def write_interactions(
         added=added,
         duplicates_skipped=n - added,
         features=written,
+        untimed=not raw.timed,
     )
 
 

@@ -50,6 +50,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning-internal deprecation
 
 
+def untimed_split(cfg: TrainConfig, data, where: str) -> None:
+    """Data without a time column (row numbers stand for time) are split at random: their row
+    order is not a time order to hold the latest rows out by, nor to weigh recent rows by."""
+    if not data.timed and cfg.split.kind == "temporal":
+        logging.getLogger(__name__).info(
+            "%s holds data without a time column (row order stands for time): split=random, "
+            "no recency weighting (a temporal split needs times)",
+            where,
+        )
+        cfg.split_at_random()
+
+
 def merge_train_val(split: Split) -> Split:
     """Train + validation as the training part, for the refit."""
     tr, va = split.train, split.val

@@ -97,6 +97,9 @@ def train(cfg: TrainConfig, resume_point: tuple[str, dict] | None = None) -> Tra
             f"{snapshot['content_hash'][:32]}: resuming would mix two data sets. Train a new run "
             "instead (python scripts/train.py without resume=)."
         )
+    from recmf.train.fitting import untimed_split  # torch: imported once the data are read
+
+    untimed_split(cfg, data, f"the store (schema {snapshot['schema']})")
     s = cfg.split
     split = make_split(data, s.kind, s.test_fraction, s.val_fraction, cfg.seed)
     vocab, n_read = data.vocab, len(data)
