@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
-from recmf.data.sources import load_source
+from recmf.data.sources import stream_source
 from recmf.settings import IngestConfig
 from recmf.store import FeatureStore, IngestResult
 
@@ -15,19 +16,19 @@ log = logging.getLogger("recmf")
 def run_ingest(cfg: IngestConfig) -> IngestResult:
     """Read ``cfg.dataset`` and ingest it into the store of ``cfg.db``; idempotent.
 
-    The source is read and validated completely before the store is opened, so a bad file
-    neither writes nor starts anything.
+    The settings, the side files and the first block of the data (32 MB of a CSV: all of most
+    files) are read and checked before the store is opened, so such a bad file neither writes
+    nor starts anything. The other blocks are read inside the ingest's one transaction (memory
+    stays bounded whatever the file's size): a bad line there rolls it back, nothing is stored.
     """
     start = time.perf_counter()
-    raw = load_source(cfg.dataset)
-    log.info(
-        "read %d interactions from %s in %.2f s", len(raw), raw.source, time.perf_counter() - start
-    )
+    chunks = stream_source(cfg.dataset)
+    first = next(chunks)
     with FeatureStore.open(cfg.db) as store:
-        start = time.perf_counter()
-        result = store.ingest(raw)
+        result = store.ingest(itertools.chain([first], chunks))
         log.info(
-            "ingested into %s (schema %s) in %.2f s",
+            "read and ingested %d rows into %s (schema %s) in %.2f s",
+            result.added + result.duplicates_skipped,
             store.url_safe,
             store.schema,
             time.perf_counter() - start,

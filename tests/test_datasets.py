@@ -226,4 +226,4 @@ def test_ingest_script_reports_a_bad_file_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert f"{bad}, line 3: rating 'x' is not a number" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / ".recmf" / "pgdata").exists()  # validated before any database work
+    assert not (tmp_path / ".recmf" / "pgdata").exists()  # its first block: checked before

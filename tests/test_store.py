@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -35,6 +36,7 @@ NASTY_USERS = [
     "\\.",
 ]
 NASTY_ITEMS = ["007", "I,2", 'I"3', "élan", "I5"]
+CSV_ROLES = {"user": "user", "item": "item", "rating": "rating", "time": "time"}
 
 
 def raw(rows: list[tuple], titles: dict[str, str] | None = None) -> RawInteractions:
@@ -464,3 +466,100 @@ def test_a_csv_without_a_time_column_is_stored_as_untimed_and_read_back_so(db_cf
         assert not data.timed and not data.subset(np.array([0, 1])).timed
         assert sorted(data.timestamp.tolist()) == [0, 1, 2]  # each row's number in the file
         assert store.snapshot()["timed"] is False
+
+
+def _chunked_csv(tmp_path, lines: list[str]) -> Path:
+    path = tmp_path / "big.csv"
+    path.write_text("user,item,rating,time\n" + "".join(lines))
+    return path
+
+
+def _stream(path: Path, block_bytes: int = 64, time: str | None = "time"):
+    from recmf.data.sources import csv_chunks
+
+    columns = {"user": "user", "item": "item", "rating": "rating", "time": time}
+    return csv_chunks(path, columns=columns, block_bytes=block_bytes)
+
+
+def test_a_file_ingested_in_small_blocks_stores_what_the_whole_file_says(db_cfg, tmp_path):
+    from dataclasses import replace
+
+    from recmf.data.sources import csv_source
+
+    rng = np.random.default_rng(0)
+    lines = [f"u{rng.integers(40)},i{rng.integers(30)},{rng.integers(1, 6)},{rng.integers(9)}\n"
+             for _ in range(3000)]  # fmt: skip
+    user, item, rating, ts = lines[10].strip().split(",")
+    lines.insert(2500, f"{user},{item},{int(rating) % 5 + 1},{ts}\n")  # a repeat, rated anew
+    path = _chunked_csv(tmp_path, lines)
+    whole = replace(db_cfg, schema=f"{db_cfg.schema}_whole")
+    with FeatureStore.open(whole) as store:
+        expected = store.ingest(csv_source(path, columns=dict(CSV_ROLES)))
+        want = as_rows(store)
+    assert len(list(_stream(path))) > 100  # many blocks: repeats across blocks, keys across them
+    with FeatureStore.open(db_cfg) as store:
+        got = store.ingest(_stream(path))
+        assert as_rows(store) == want  # the first of a repeated row kept, whichever block
+        assert (got.n_users, got.n_items, got.added, got.duplicates_skipped) == (
+            expected.n_users, expected.n_items, expected.added, expected.duplicates_skipped
+        )  # fmt: skip
+        assert store.read_interactions().vocab.user_ids.tolist() == [
+            u for u in dict.fromkeys(line.split(",")[0] for line in lines)
+        ]  # keys in first-appearance order across blocks
+        assert store.ingest(_stream(path)).added == 0  # again: nothing new
+
+
+def test_untimed_rows_are_numbered_across_blocks(store, tmp_path):
+    lines = [f"u{k % 7},i{k},1\n" for k in range(500)]
+    path = tmp_path / "untimed.csv"
+    path.write_text("user,item,rating\n" + "".join(lines))
+    store.ingest(_stream(path, time=None))
+    rows = sorted(as_rows(store), key=lambda row: row[3])
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        (f"u{k % 7}", f"i{k}", k) for k in range(500)
+    ]
+
+
+def test_a_bad_line_in_a_late_block_names_its_line_and_stores_nothing(store, tmp_path):
+    from recmf.data.sources import synthetic
+
+    before = synthetic(30, 20, 300, 4, 1.0, 0)
+    store.ingest(before)
+    kept = as_rows(store)
+    lines = [f"n{k % 11},i{k % 13},4,{k}\n" for k in range(2000)]
+    for at, bad, problem in (
+        (1900, "n1,i1,four,5\n", "rating 'four' is not a number"),
+        (1950, "n1,i1,4\n", "expected 4 fields"),
+        (1990, "n1,,4,5\n", "the item id is empty"),
+    ):
+        path = _chunked_csv(tmp_path, [*lines[:at], bad, *lines[at:]])
+        with pytest.raises(DataFormatError, match=rf"big\.csv, line {at + 2}: {problem}"):
+            store.ingest(_stream(path))
+        assert as_rows(store) == kept  # the blocks before it were rolled back
+        users = store.read_interactions().vocab.user_ids.tolist()
+        assert sorted(users) == sorted(set(before.user_id.tolist()))  # no user of the file
+
+
+def test_spill_hands_back_every_row_by_user_key_range_in_arrival_order(tmp_path):
+    from recmf.store.rows import Spill
+
+    rng = np.random.default_rng(1)
+    spill = Spill(tmp_path, shift=3)
+    chunks = []
+    for size in (1000, 1, 0, 700):
+        user = rng.integers(1, 200, size)
+        cols = (user, rng.integers(1, 50, size), np.arange(size) + 10_000 * len(chunks),
+                rng.random(size).astype(np.float32))  # fmt: skip
+        spill.add(*cols)
+        chunks.append(cols)
+    parts = list(spill.parts(max_rows=150))
+    assert len(parts) > 5 and sum(len(p) for p in parts) == spill.n_rows == 1701
+    for a, b in itertools.pairwise(parts):  # whole key ranges, in order
+        assert (a["user_key"].max() >> 3) < (b["user_key"].min() >> 3)
+    got = np.concatenate(parts)
+    got = got[np.argsort(got["user_key"] >> 3, kind="stable")]  # parts: chunk, then bucket
+    want = np.concatenate([c[2] for c in chunks])  # times: arrival order
+    user = np.concatenate([c[0] for c in chunks])
+    order = np.argsort(user >> 3, kind="stable")
+    assert np.array_equal(got["ts"], want[order])
+    assert np.array_equal(got["user_key"], user[order])

@@ -9,9 +9,11 @@ line and blank lines; a quoted value spanning several lines counts as one).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +40,11 @@ class Columns:
     header: bool
     values: dict[str, pa.Array]  # role -> (n,) string array
     n_rows: int
+    offset: int = 0  # the file's data row that is row 0 here (stream_columns' blocks)
 
     def line(self, row: int) -> int:
-        """1-based line number in the file of data row ``row`` (0-based)."""
-        return physical_line(self.path, row + 1 + int(self.header))
+        """1-based line number in the file of data row ``row`` (0-based, of these columns)."""
+        return physical_line(self.path, self.offset + row + 1 + int(self.header))
 
     def fail(self, row: int, problem: str) -> DataFormatError:
         return DataFormatError(self.path, problem, line=self.line(row))
@@ -84,72 +87,135 @@ def read_columns(
         columns_key: the config key that sets ``columns``, named in hints; by default
             ``dataset.items_columns`` for a file with a title column, else ``dataset.columns``.
     """
-    path = Path(path).expanduser()
-    what = f"; expected {expected}" if expected else ""
-    if not path.is_file():
-        problem = "is a folder, not a file" if path.is_dir() else "file not found"
-        raise DataFormatError(path, f"{problem}{what}")
-    keys = _Keys.of(columns, columns_key)
-    if len(sep) != 1:
-        raise ConfigError(
-            f"separator {sep!r} for {path} is not one character; set {keys.sep} to a single "
-            f"character, e.g. '{keys.sep}=\";\"'"
-        )
-    names = _first_row(path, sep, encoding, quoting)
-    if names is None:
-        raise DataFormatError(path, f"the file is empty{what}")
-    if _is_utf8(encoding) and any("\ufffd" in name for name in names):
-        _raise_if_not_utf8(path)  # a header such as "caf\xe9" would read as a missing column
-    wanted = _column_names(path, names, header, columns, sep, keys)
-    bad: list[tuple[int, int, int, str]] = []
+    reader = _Reader(Path(path).expanduser(), sep, header, columns, encoding, quoting, expected,
+                     columns_key)  # fmt: skip
+    with reader.errors():
+        table = pacsv.read_csv(reader.path, **reader.options())
+    reader.raise_bad_row()
+    if table.num_rows == 0:
+        reader.raise_no_rows()
+    values = {role: table.column(name).combine_chunks() for role, name in reader.wanted.items()}
+    return Columns(path=reader.path, header=header, values=values, n_rows=table.num_rows)
 
-    def on_bad_row(row: pacsv.InvalidRow) -> str:
-        if not bad:
-            bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+
+def stream_columns(
+    path: str | Path,
+    *,
+    sep: str,
+    header: bool,
+    columns: dict[str, str | int],
+    block_bytes: int,
+    expected: str = "",
+) -> Iterator[Columns]:
+    """:func:`read_columns` a block of about ``block_bytes`` of the file at a time: memory stays
+    bounded whatever the file's size. Each block's ``offset`` is its first row's number in the
+    file, so its errors name the file's line. Settings and line 1 are checked before the first
+    block is yielded; a bad row, bad text or no rows at all raise when reached."""
+    reader = _Reader(Path(path).expanduser(), sep, header, columns, "utf-8", True, expected, None)
+    return _blocks(reader, block_bytes)
+
+
+def _blocks(reader: _Reader, block_bytes: int) -> Iterator[Columns]:
+    options = reader.options()
+    options["read_options"].block_size = block_bytes
+    offset = 0
+    with reader.errors():
+        stream = pacsv.open_csv(reader.path, **options)
+        while True:
+            try:
+                batch = stream.read_next_batch()
+            except StopIteration:
+                break
+            reader.raise_bad_row()
+            if batch.num_rows == 0:
+                continue
+            values = {role: batch.column(name) for role, name in reader.wanted.items()}
+            yield Columns(reader.path, reader.header, values, batch.num_rows, offset)
+            offset += batch.num_rows
+    reader.raise_bad_row()
+    if offset == 0:
+        reader.raise_no_rows()
+
+
+class _Reader:
+    """A delimited file's settings, checked against line 1, as pyarrow reader options; the
+    file's errors as :class:`DataFormatError` with its line."""
+
+    def __init__(self, path, sep, header, columns, encoding, quoting, expected, columns_key):
+        self.path, self.sep, self.header = path, sep, header
+        self.encoding, self.quoting = encoding, quoting
+        self.what = f"; expected {expected}" if expected else ""
+        if not path.is_file():
+            problem = "is a folder, not a file" if path.is_dir() else "file not found"
+            raise DataFormatError(path, f"{problem}{self.what}")
+        keys = _Keys.of(columns, columns_key)
+        if len(sep) != 1:
+            raise ConfigError(
+                f"separator {sep!r} for {path} is not one character; set {keys.sep} to a single "
+                f"character, e.g. '{keys.sep}=\";\"'"
+            )
+        names = _first_row(path, sep, encoding, quoting)
+        if names is None:
+            raise DataFormatError(path, f"the file is empty{self.what}")
+        if _is_utf8(encoding) and any("\ufffd" in name for name in names):
+            _raise_if_not_utf8(path)  # a header such as "caf\xe9" would read as a missing column
+        self.wanted = _column_names(path, names, header, columns, sep, keys)
+        self.bad: list[tuple[int, int, int, str]] = []
+
+    def _on_bad_row(self, row: pacsv.InvalidRow) -> str:
+        if not self.bad:
+            self.bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
+    def options(self) -> dict:
+        return {
+            "read_options": pacsv.ReadOptions(
                 use_threads=False,  # row numbers of bad rows are only known single-threaded
-                encoding=encoding,
-                autogenerate_column_names=not header,
+                encoding=self.encoding,
+                autogenerate_column_names=not self.header,
             ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=sep,
-                quote_char='"' if quoting else False,
-                newlines_in_values=quoting,
-                invalid_row_handler=on_bad_row,
+            "parse_options": pacsv.ParseOptions(
+                delimiter=self.sep,
+                quote_char='"' if self.quoting else False,
+                newlines_in_values=self.quoting,
+                invalid_row_handler=self._on_bad_row,
             ),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(dict.fromkeys(wanted.values())),
-                column_types={name: pa.string() for name in wanted.values()},
+            "convert_options": pacsv.ConvertOptions(
+                include_columns=list(dict.fromkeys(self.wanted.values())),
+                column_types={name: pa.string() for name in self.wanted.values()},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
                 null_values=[],
             ),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        if _is_utf8(encoding):
-            _raise_if_not_utf8(path)
-        raise DataFormatError(
-            path, f"cannot be read as {encoding} delimited text ({exc}){what}"
-        ) from None
-    if bad:
-        number, n_expected, n_actual, text = bad[0]
-        raise DataFormatError(
-            path,
-            f"expected {n_expected} fields separated by {sep!r} (as on line 1), "
-            f"found {n_actual}: {text[:100]!r}",
-            line=physical_line(path, number) if number is not None and number > 0 else None,
-        )
-    if table.num_rows == 0:
-        raise DataFormatError(
-            path, f"has no data rows{' after the header' if header else ''}{what}"
-        )
-    values = {role: table.column(name).combine_chunks() for role, name in wanted.items()}
-    return Columns(path=path, header=header, values=values, n_rows=table.num_rows)
+        }
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            if _is_utf8(self.encoding):
+                _raise_if_not_utf8(self.path)
+            raise DataFormatError(
+                self.path,
+                f"cannot be read as {self.encoding} delimited text ({exc}){self.what}",
+            ) from None
+
+    def raise_bad_row(self) -> None:
+        if self.bad:
+            number, n_expected, n_actual, text = self.bad[0]
+            raise DataFormatError(
+                self.path,
+                f"expected {n_expected} fields separated by {self.sep!r} (as on line 1), "
+                f"found {n_actual}: {text[:100]!r}",
+                line=physical_line(self.path, number)
+                if number is not None and number > 0
+                else None,
+            )
+
+    def raise_no_rows(self) -> None:
+        after = " after the header" if self.header else ""
+        raise DataFormatError(self.path, f"has no data rows{after}{self.what}")
 
 
 @dataclass(frozen=True)
@@ -346,10 +412,18 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def time_column(cols: Columns, role: str = "time", unit: str = "s") -> np.ndarray:
+def numeric_times(cols: Columns, role: str = "time") -> bool:
+    """Whether the first row's time is a number (else ISO 8601): it decides for the file."""
+    return bool(_NUMBER.match(pc.utf8_trim_whitespace(cols.values[role][0]).as_py()))
+
+
+def time_column(
+    cols: Columns, role: str = "time", unit: str = "s", numeric: bool | None = None
+) -> np.ndarray:
     """int64 unix seconds from integer seconds (or milliseconds, ``unit="ms"``) or ISO 8601.
 
-    The first data row decides which of the two the column holds. Numbers must be whole
+    The first data row decides which of the two the column holds (``numeric``: what the
+    file's first row decided, for a later block of :func:`stream_columns`). Numbers must be whole
     (``964982703``, ``964982703.0``) and below year 5138 in absolute value; milliseconds are
     floored to seconds. ISO 8601 times without a zone are UTC; fractions of a second are floored.
     """
@@ -363,7 +437,7 @@ def time_column(cols: Columns, role: str = "time", unit: str = "s") -> np.ndarra
     empty = np.flatnonzero(pc.equal(arrow_text, "").to_numpy(zero_copy_only=False))
     if len(empty):
         raise cols.fail(int(empty[0]), "the time is empty; expected unix seconds or ISO 8601")
-    if _NUMBER.match(arrow_text[0].as_py()):
+    if numeric if numeric is not None else numeric_times(cols, role):
         unit_name = "integer unix seconds like 964982703" if unit == "s" else "integer unix ms"
         kind = f"{unit_name} (as on the first data line)"
         try:  # the common case, and 30x faster than pandas

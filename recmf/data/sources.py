@@ -7,6 +7,8 @@ writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ from recmf.data.delimited import (
     feature_column,
     feature_roles,
     id_column,
+    numeric_times,
     rating_column,
     read_columns,
+    stream_columns,
     time_column,
     title_column,
     unique_ids,
@@ -43,6 +47,7 @@ __all__ = [
     "SOURCES",
     "RawInteractions",
     "load_source",
+    "stream_source",
     "synthetic",
     "movielens_100k",
     "csv_source",
@@ -50,7 +55,19 @@ __all__ = [
 
 
 def load_source(dataset: DatasetConfig) -> RawInteractions:
-    """The interactions a ``dataset`` setting describes (dispatch on its type)."""
+    """The interactions a ``dataset`` setting describes (dispatch on its type), read whole."""
+    return _concat(list(stream_source(dataset, block_bytes=None)))
+
+
+BLOCK_BYTES = 32 << 20  # of a CSV per chunk when streaming: ~1.3M MovieLens lines, ~0.2 GB peak
+
+
+def stream_source(
+    dataset: DatasetConfig, block_bytes: int | None = BLOCK_BYTES
+) -> Iterator[RawInteractions]:
+    """The interactions a ``dataset`` setting describes, in chunks: a CSV ``block_bytes`` of
+    its text at a time (``None``: whole); the first chunk carries titles and side features.
+    Settings are checked on the call, the data as the chunks are taken."""
     if not isinstance(dataset, SyntheticConfig | MovieLensConfig | CsvConfig):
         raise ConfigError(
             f"unknown dataset name {getattr(dataset, 'name', dataset)!r}; expected one of "
@@ -64,14 +81,16 @@ def load_source(dataset: DatasetConfig) -> RawInteractions:
         )
     if isinstance(dataset, SyntheticConfig):
         d = dataset
-        return synthetic(
-            d.n_users, d.n_items, d.n_interactions, d.rank, d.popularity_exponent, d.seed
-        )
+        return iter(
+            [synthetic(d.n_users, d.n_items, d.n_interactions, d.rank, d.popularity_exponent,
+                       d.seed)]
+        )  # fmt: skip
     if isinstance(dataset, MovieLensConfig):
-        return movielens_100k(dataset.path, dataset.url, dataset.md5, dataset.cache_dir)
+        d = dataset
+        return iter([movielens_100k(d.path, d.url, d.md5, d.cache_dir)])
     if isinstance(dataset, CsvConfig):
         d = dataset
-        return csv_source(
+        return csv_chunks(
             d.path,
             d.sep,
             d.header,
@@ -85,11 +104,27 @@ def load_source(dataset: DatasetConfig) -> RawInteractions:
             users_sep=d.users_sep,
             users_columns=d.users_columns,
             users_features=d.users_features,
+            block_bytes=block_bytes,
         )
     raise AssertionError(dataset)  # unreachable: every type is handled above
 
 
-def csv_source(
+def _concat(chunks: list[RawInteractions]) -> RawInteractions:
+    """Chunks of one source as one :class:`RawInteractions` (the first carries the rest)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    first = chunks[0]
+    ratings = [c.rating for c in chunks]
+    return dataclasses.replace(
+        first,
+        user_id=np.concatenate([c.user_id for c in chunks]),
+        item_id=np.concatenate([c.item_id for c in chunks]),
+        rating=None if ratings[0] is None else np.concatenate(ratings),
+        timestamp=np.concatenate([c.timestamp for c in chunks]),
+    )
+
+
+def csv_chunks(
     path: str | Path,
     sep: str = ",",
     header: bool = True,
@@ -104,8 +139,10 @@ def csv_source(
     users_sep: str = ",",
     users_columns: Any = None,
     users_features: Any = None,
-) -> RawInteractions:
-    r"""Interactions from any delimited file, with a column mapping; side features from others.
+    block_bytes: int | None = None,
+) -> Iterator[RawInteractions]:
+    r"""Interactions from any delimited file, with a column mapping, a block of about
+    ``block_bytes`` at a time (``None``: the whole file at once); side features from others.
 
     Args:
         path: the interactions file (UTF-8, a byte order mark is fine; ``"`` quotes fields).
@@ -128,6 +165,10 @@ def csv_source(
         users_sep: its separator.
         users_columns: mapping with ``user``, the users file's id column.
         users_features: as ``items_features``, read from ``users_path``.
+        block_bytes: the size of the file's blocks (memory stays bounded by it), or ``None``.
+
+    Settings and the side files' headers are checked on the call; the files are read as the
+    chunks are taken. The first chunk carries the titles and side features.
     """
     if path is None:
         raise ConfigError("dataset=csv needs dataset.path=/path/to/interactions.csv")
@@ -146,32 +187,49 @@ def csv_source(
     # every setting of the side files is checked (their headers too) before any file is read
     items = _side_file("item", items_path, items_sep, header, items_columns, items_features)
     users = _side_file("user", users_path, users_sep, header, users_columns, users_features)
-    cols = read_columns(
-        path,
-        sep=sep,
-        header=header,
-        columns=mapping,
-        expected="one interaction per line with the columns in dataset.columns",
-    )
-    rating = rating_column(cols) if "rating" in mapping else None
-    if "time" in mapping:
-        timestamp = time_column(cols, unit=time_unit)
+    expected = "one interaction per line with the columns in dataset.columns"
+    if block_bytes is None:
+        blocks = iter([read_columns(path, sep=sep, header=header, columns=mapping,
+                                    expected=expected)])  # fmt: skip
     else:
-        timestamp = np.arange(cols.n_rows, dtype=np.int64)
+        blocks = stream_columns(
+            path, sep=sep, header=header, columns=mapping, block_bytes=block_bytes,
+            expected=expected,
+        )  # fmt: skip
+    return _csv_chunks(blocks, items, users, mapping, time_unit)
+
+
+def csv_source(path: str | Path, *args: Any, **kwargs: Any) -> RawInteractions:
+    """:func:`csv_chunks` read whole, as one :class:`RawInteractions`."""
+    return next(csv_chunks(path, *args, **kwargs, block_bytes=None))
+
+
+def _csv_chunks(blocks, items, users, mapping: dict, time_unit: str) -> Iterator[RawInteractions]:
+    """The interactions of each block; the first also carries the side files' titles and
+    features (read first, so that they are checked before any interaction is stored)."""
     item_features, item_cols = items.read() if items else (None, None)
     user_features, _ = users.read() if users else (None, None)
     titles = title_column(item_cols) if items and "title" in items.roles else {}
-    return RawInteractions(
-        user_id=id_column(cols, "user"),
-        item_id=id_column(cols, "item"),
-        rating=rating,
-        timestamp=timestamp,
-        item_titles=titles,
-        source=f"csv {cols.path.absolute()}",
-        item_features=item_features,
-        user_features=user_features,
-        timed="time" in mapping,
-    )
+    numeric = None  # numbers or ISO 8601: the file's first row decides for every block
+    for cols in blocks:
+        rating = rating_column(cols) if "rating" in mapping else None
+        if "time" in mapping:
+            numeric = numeric_times(cols) if numeric is None else numeric
+            timestamp = time_column(cols, unit=time_unit, numeric=numeric)
+        else:  # each row's number in the file
+            timestamp = np.arange(cols.offset, cols.offset + cols.n_rows, dtype=np.int64)
+        yield RawInteractions(
+            user_id=id_column(cols, "user"),
+            item_id=id_column(cols, "item"),
+            rating=rating,
+            timestamp=timestamp,
+            item_titles=titles,
+            source=f"csv {cols.path.absolute()}",
+            item_features=item_features,
+            user_features=user_features,
+            timed="time" in mapping,
+        )
+        titles, item_features, user_features = {}, None, None  # carried by the first chunk
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,23 @@ class _Progress(io.BytesIO):
         return super().read(size)
 
 
+class RowsProgress:
+    """Logs rows copied and rows/s across several COPYs, at most every PROGRESS_EVERY_S."""
+
+    def __init__(self, n_rows: int, what: str) -> None:
+        self.n_rows, self.what = n_rows, what
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_EVERY_S and done:
+            self.last = now
+            log.info(
+                "%s: %s of %s rows copied, %.2f M rows/s",
+                self.what, f"{done:,}", f"{self.n_rows:,}", done / (now - self.t0) / 1e6,
+            )  # fmt: skip
+
+
 def copy_in(
     cursor: Any,
     table_sql: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -126,11 +126,13 @@ class FeatureStore:
                 raise
             raise error from None
 
-    def ingest(self, raw: RawInteractions) -> IngestResult:
+    def ingest(self, raw: RawInteractions | Iterable[RawInteractions]) -> IngestResult:
         """Add ``raw`` in one transaction, skipping rows already stored (same user, item, time).
 
-        Ingesting the same data twice changes nothing; a failure writes nothing. The result
-        counts repeats within ``raw`` and rows already stored as duplicates skipped. See
+        ``raw``: the interactions, or chunks of them (:func:`recmf.data.sources.stream_source`)
+        read as they are needed, so memory stays bounded. Ingesting the same data twice changes
+        nothing; a failure (a bad line in a later chunk too) writes nothing. The result counts
+        repeats within ``raw`` and rows already stored as duplicates skipped. See
         :mod:`recmf.store.writer` for how.
         """
         after = (

@@ -30,84 +30,114 @@ def load_features(
     rating: np.ndarray,
     ts: np.ndarray,
 ) -> None:
-    """Write every feature row for a first load; rows sorted by (user_key, item_key, ts).
+    """Write every feature row for a first load of these rows (see :class:`FirstLoadFeatures`)."""
+    features = FirstLoadFeatures(cursor, tables)
+    features.add(user_key, item_key, rating, ts)
+    features.finish()
 
-    Args:
-        cursor: psycopg2 cursor inside the ingest transaction (feature tables are empty).
-        tables: the store's tables.
-        user_key: (n,) int64, sorted.
-        item_key: (n,) int64, sorted within each user.
-        rating: (n,) float32, NaN where none.
-        ts: (n,) int64.
-    """
-    rated = ~np.isnan(rating)
-    score = np.where(rated, rating, 0.0).astype(np.float64)
-    # users: contiguous runs of the sorted user_key
-    starts = np.flatnonzero(np.r_[True, user_key[1:] != user_key[:-1]])
-    n_rated = np.add.reduceat(rated.astype(np.int64), starts)
-    mean = np.add.reduceat(score, starts) / np.maximum(n_rated, 1)
-    user_cols = [
-        user_key[starts],
-        np.diff(np.r_[starts, len(user_key)]),
-        n_rated,
-        mean,
-        np.minimum.reduceat(ts, starts),
-        np.maximum.reduceat(ts, starts),
-    ]
-    user_types = ("int8", "int8", "int8", "float8", "int8", "int8")
-    payload = encode_fixed(
-        user_cols, user_types, nulls=[None, None, None, n_rated == 0, None, None]
-    )
-    copy_in(
-        cursor,
-        tables.qualified("user_features"),
-        ("user_key", "n_interactions", "n_rated", "mean_rating", "first_ts", "last_ts"),
-        payload,
-    )
 
-    # items: scattered, so bincount/ufunc.at over a key-indexed array
-    size = int(item_key.max()) + 1
-    count = np.bincount(item_key, minlength=size)
-    keys = np.flatnonzero(count)
-    new_pair = np.r_[True, (user_key[1:] != user_key[:-1]) | (item_key[1:] != item_key[:-1])]
-    n_users = np.bincount(item_key[new_pair], minlength=size)
-    n_rated = np.bincount(item_key, weights=rated, minlength=size).astype(np.int64)
-    sums = np.bincount(item_key, weights=score, minlength=size)
-    first = np.full(size, np.iinfo(np.int64).max)
-    np.minimum.at(first, item_key, ts)
-    last = np.full(size, np.iinfo(np.int64).min)
-    np.maximum.at(last, item_key, ts)
-    c = count[keys]
-    higher = len(c) - np.searchsorted(np.sort(c), c, side="right")  # items with more rows
-    item_cols = [
-        keys,
-        c,
-        n_users[keys],
-        n_rated[keys],
-        sums[keys] / np.maximum(n_rated[keys], 1),
-        first[keys],
-        last[keys],
-        c / c.sum(),
-        higher + 1,
-    ]
-    item_types = ("int8", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8")
-    nulls = [None] * 4 + [n_rated[keys] == 0] + [None] * 4
-    copy_in(
-        cursor,
-        tables.qualified("item_features"),
-        (
-            "item_key",
-            "n_interactions",
-            "n_users",
-            "n_rated",
-            "mean_rating",
-            "first_ts",
-            "last_ts",
-            "popularity",
-            "popularity_rank",
-        ),
-        encode_fixed(item_cols, item_types, nulls=nulls),
-    )
+class FirstLoadFeatures:
+    """Every feature row of a first load, from its rows a part at a time: each part holds all
+    the rows of its users (so their rows are written at once), sorted by (user_key, item_key,
+    ts); the items' sums grow with each part and are written by :meth:`finish`."""
+
+    _ITEM_SUMS = ("count", "n_users", "n_rated", "sums")  # and first / last
+
+    def __init__(self, cursor: Any, tables: StoreTables):
+        self.cursor, self.tables = cursor, tables
+        self.items = {name: np.zeros(0) for name in self._ITEM_SUMS}
+        self.first = np.zeros(0, dtype=np.int64)
+        self.last = np.zeros(0, dtype=np.int64)
+
+    def add(self, user_key: np.ndarray, item_key: np.ndarray, rating: np.ndarray, ts: np.ndarray):
+        """One part's rows: user_key (n,) int64 sorted, item_key sorted within each user,
+        rating (n,) float32 NaN where none, ts (n,) int64."""
+        if len(user_key) == 0:
+            return
+        rated = ~np.isnan(rating)
+        score = np.where(rated, rating, 0.0).astype(np.float64)
+        # users: contiguous runs of the sorted user_key
+        starts = np.flatnonzero(np.r_[True, user_key[1:] != user_key[:-1]])
+        n_rated = np.add.reduceat(rated.astype(np.int64), starts)
+        mean = np.add.reduceat(score, starts) / np.maximum(n_rated, 1)
+        user_cols = [
+            user_key[starts],
+            np.diff(np.r_[starts, len(user_key)]),
+            n_rated,
+            mean,
+            np.minimum.reduceat(ts, starts),
+            np.maximum.reduceat(ts, starts),
+        ]
+        user_types = ("int8", "int8", "int8", "float8", "int8", "int8")
+        payload = encode_fixed(
+            user_cols, user_types, nulls=[None, None, None, n_rated == 0, None, None]
+        )
+        copy_in(
+            self.cursor,
+            self.tables.qualified("user_features"),
+            ("user_key", "n_interactions", "n_rated", "mean_rating", "first_ts", "last_ts"),
+            payload,
+        )
+
+        # items: scattered, so bincount/ufunc.at over a key-indexed array
+        size = max(int(item_key.max()) + 1, len(self.first))
+        self._grow(size)
+        new_pair = np.r_[True, (user_key[1:] != user_key[:-1]) | (item_key[1:] != item_key[:-1])]
+        self.items["count"] += np.bincount(item_key, minlength=size)
+        self.items["n_users"] += np.bincount(item_key[new_pair], minlength=size)
+        self.items["n_rated"] += np.bincount(item_key, weights=rated, minlength=size)
+        self.items["sums"] += np.bincount(item_key, weights=score, minlength=size)
+        np.minimum.at(self.first, item_key, ts)
+        np.maximum.at(self.last, item_key, ts)
+
+    def _grow(self, size: int) -> None:
+        extra = size - len(self.first)
+        if extra > 0:
+            for name, values in self.items.items():
+                self.items[name] = np.r_[values, np.zeros(extra)]
+            self.first = np.r_[self.first, np.full(extra, np.iinfo(np.int64).max)]
+            self.last = np.r_[self.last, np.full(extra, np.iinfo(np.int64).min)]
+
+    def finish(self) -> None:
+        """Write the item rows (popularity needs every count)."""
+        count = self.items["count"].astype(np.int64)
+        keys = np.flatnonzero(count)
+        if len(keys) == 0:
+            return
+        n_users = self.items["n_users"].astype(np.int64)
+        n_rated = self.items["n_rated"].astype(np.int64)
+        sums = self.items["sums"]
+        c = count[keys]
+        higher = len(c) - np.searchsorted(np.sort(c), c, side="right")  # items with more rows
+        item_cols = [
+            keys,
+            c,
+            n_users[keys],
+            n_rated[keys],
+            sums[keys] / np.maximum(n_rated[keys], 1),
+            self.first[keys],
+            self.last[keys],
+            c / c.sum(),
+            higher + 1,
+        ]
+        item_types = ("int8", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8")
+        nulls = [None] * 4 + [n_rated[keys] == 0] + [None] * 4
+        copy_in(
+            self.cursor,
+            self.tables.qualified("item_features"),
+            (
+                "item_key",
+                "n_interactions",
+                "n_users",
+                "n_rated",
+                "mean_rating",
+                "first_ts",
+                "last_ts",
+                "popularity",
+                "popularity_rank",
+            ),
+            encode_fixed(item_cols, item_types, nulls=nulls),
+        )
 
 
 def refresh_features(

@@ -6,6 +6,9 @@ they can be tested without a database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
 from recmf.data.interactions import MAX_ID_BYTES
@@ -67,3 +70,69 @@ def sort_unique_rows(
     repeat = np.zeros(n, dtype=bool)
     repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
     return order[~repeat], int(repeat.sum())
+
+
+RECORD = np.dtype([("user_key", "<i8"), ("item_key", "<i8"), ("ts", "<i8"), ("rating", "<f4")])
+
+
+class Spill:
+    """Rows parked in files under ``directory`` until all have arrived, then handed back in
+    parts that each hold every row of a range of user keys (a user's rows in arrival order).
+
+    Each part can then be sorted and de-duplicated on its own (a repeated (user, item, time) row
+    lies in one part), and the parts come in user-key order, so the store gets sorted rows
+    without the client ever holding them all. A chunk is written as one file ordered by
+    ``user_key >> shift`` (a stable sort), with that bucket's row counts kept in memory.
+    """
+
+    def __init__(self, directory: str | Path, shift: int = 8):
+        self.directory, self.shift = Path(directory), shift
+        self.chunks: list[tuple[Path, np.ndarray, np.ndarray]] = []  # file, buckets, their ends
+        self.n_rows = 0
+
+    def add(self, user_key, item_key, ts, rating) -> None:
+        """Park a chunk of rows (int64 keys and times, float32 ratings, NaN where none)."""
+        if len(user_key) == 0:
+            return
+        bucket = np.asarray(user_key) >> self.shift
+        order = np.argsort(bucket, kind="stable")  # arrival order within a bucket
+        records = np.empty(len(order), dtype=RECORD)
+        for name, values in (("user_key", user_key), ("item_key", item_key), ("ts", ts),
+                             ("rating", rating)):  # fmt: skip
+            records[name] = np.asarray(values)[order]
+        path = self.directory / f"chunk-{len(self.chunks)}.bin"
+        records.tofile(path)
+        buckets, counts = np.unique(bucket, return_counts=True)
+        self.chunks.append((path, buckets, np.cumsum(counts)))
+        self.n_rows += len(order)
+
+    def parts(self, max_rows: int) -> Iterator[np.ndarray]:
+        """RECORD arrays of consecutive buckets, about ``max_rows`` each (one bucket may hold
+        more: a part never splits a bucket), in bucket order; within a part, the rows of one
+        user keep their arrival order (the part is chunk by chunk, each chunk by bucket)."""
+        if not self.chunks:
+            return
+        buckets = np.unique(np.concatenate([b for _, b, _ in self.chunks]))
+        totals = np.zeros(len(buckets), dtype=np.int64)
+        for _, b, ends in self.chunks:
+            totals[np.searchsorted(buckets, b)] += np.diff(np.r_[0, ends])
+        lo = 0
+        while lo < len(buckets):  # greedy: add buckets while the part stays within max_rows
+            ends = np.cumsum(totals[lo:])
+            hi = lo + max(1, int(np.searchsorted(ends, max_rows, side="right")))
+            yield self._read(buckets[lo], buckets[hi - 1])
+            lo = hi
+
+    def _read(self, first: int, last: int) -> np.ndarray:
+        pieces = []
+        for path, b, ends in self.chunks:
+            i, j = np.searchsorted(b, first), np.searchsorted(b, last, side="right")
+            start = int(ends[i - 1]) if i > 0 else 0
+            stop = int(ends[j - 1]) if j > 0 else 0
+            if stop > start:
+                pieces.append(
+                    np.fromfile(
+                        path, dtype=RECORD, count=stop - start, offset=start * RECORD.itemsize
+                    )
+                )
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]

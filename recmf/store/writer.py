@@ -20,7 +20,10 @@ The steps, all inside the caller's transaction (a failure anywhere writes nothin
 
 from __future__ import annotations
 
+import itertools
 import logging
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,9 +31,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from recmf.store.copy_io import copy_in, copy_out, encode_fixed, encode_rows
-from recmf.store.features import load_features, refresh_features
-from recmf.store.rows import factorize, sort_unique_rows
+from recmf.store.copy_io import RowsProgress, copy_in, copy_out, encode_fixed, encode_rows
+from recmf.store.features import FirstLoadFeatures, refresh_features
+from recmf.store.rows import Spill, factorize, sort_unique_rows
 from recmf.store.schema import NATURAL_KEY, UNTIMED, StoreTables
 from recmf.store.sides import SideResult, write_side_features
 
@@ -39,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STAGE_USERS = "recmf_stage_users"
-_STAGE_ITEMS = "recmf_stage_items"
+_STAGE = {"user": "recmf_stage_users", "item": "recmf_stage_items"}
+_STAGE_TITLES = "recmf_stage_titles"
 _STAGE_ROWS = "recmf_stage_rows"
 _ROW_COLUMNS = ("user_key", "item_key", "rating", "ts")
 
@@ -73,70 +76,96 @@ class IngestResult:
         return line
 
 
-def write_interactions(
-    conn: sa.Connection, tables: StoreTables, raw: RawInteractions
-) -> IngestResult:
-    """Ingest ``raw`` inside the transaction open on ``conn``; see the module docstring."""
-    n = len(raw)
-    sides = [f for f in (raw.user_features, raw.item_features) if f is not None and len(f)]
-    if n == 0 and not sides:
-        raise ValueError(f"no interactions to ingest from {raw.source or 'the source'}")
-    tx = _Transaction(conn, tables)
-    if n == 0:  # features only: e.g. an item added before anyone has interacted with it
-        tx.store_items(np.array([], dtype=object), raw.item_titles or {})
-        written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
-        tx.update_titles()
-        n_users, n_items, n_interactions = tx.totals()
-        return IngestResult(n_users, n_items, n_interactions, 0, 0, 0, 0, written)
-    user_codes, user_ids = factorize(raw.user_id, "user")
-    item_codes, item_ids = factorize(raw.item_id, "item")
-    new_users, user_key_of_code = tx.store_users(user_ids)
-    new_items, item_key_of_code = tx.store_items(item_ids, raw.item_titles or {})
-    user_key, item_key = user_key_of_code[user_codes], item_key_of_code[item_codes]
+PART_ROWS = 1 << 20  # rows sorted and copied at a time: ~0.1 GB of client memory at most
 
-    keep, repeats = sort_unique_rows(user_key, item_key, raw.timestamp)
-    rating = raw.rating if raw.rating is not None else np.full(n, np.nan)
-    rows = (user_key[keep], item_key[keep], rating[keep].astype(np.float32), raw.timestamp[keep])
-    del user_key, item_key, keep
-    payload = encode_fixed(
-        rows, ("int8", "int8", "float4", "int8"), nulls=[None, None, np.isnan(rows[2]), None]
-    )
-    if tx.is_first_load():
-        tx.copy_first_load(payload, len(rows[0]))
-        added = len(rows[0])
-        load_features(tx.cursor, tables, *rows)
-    else:
-        added = tx.insert_new_rows(payload, len(rows[0]))
-        if added:
-            tx.refresh_touched_features()
+
+def write_interactions(
+    conn: sa.Connection,
+    tables: StoreTables,
+    source: RawInteractions | Iterable[RawInteractions],
+    spill_dir: str | None = None,
+) -> IngestResult:
+    """Ingest ``source`` (one :class:`RawInteractions`, or chunks whose first carries titles
+    and side features) inside the transaction open on ``conn``; see the module docstring.
+    ``spill_dir``: where rows wait between the two passes (default: the system's temp dir)."""
+    from recmf.data.interactions import RawInteractions
+
+    chunks = iter([source] if isinstance(source, RawInteractions) else source)
+    first = next(chunks)
+    sides = [f for f in (first.user_features, first.item_features) if f is not None and len(f)]
+    tx = _Transaction(conn, tables, first.item_titles or {})
+    users, items = _Ids(tx, "user"), _Ids(tx, "item")
+    n = 0
+    with tempfile.TemporaryDirectory(prefix="recmf-ingest-", dir=spill_dir) as tmp:
+        spill = Spill(tmp)
+        for raw in itertools.chain([first], chunks):  # pass 1: keys, rows parked by user
+            if len(raw) == 0:
+                continue
+            user_key, item_key = users.keys(raw.user_id), items.keys(raw.item_id)
+            rating = raw.rating if raw.rating is not None else np.full(len(raw), np.nan)
+            spill.add(user_key, item_key, raw.timestamp, rating.astype(np.float32))
+            n += len(raw)
+            del user_key, item_key, rating
+            if n > len(raw):
+                log.info("%d rows read and keyed", n)
+        if n == 0 and not sides:
+            raise ValueError(f"no interactions to ingest from {first.source or 'the source'}")
+        added, repeats = tx.store_rows(spill) if n else (0, 0)
     log.info(
         "%d input rows: %d repeated within the input, %d already stored, %d added",
         n, repeats, n - repeats - added, added,
     )  # fmt: skip
-    if not raw.timed:  # row numbers stand for time: training must not read them as time
-        stmt = postgresql.insert(tables.facts).values(fact=UNTIMED, value=raw.source or "?")
+    if not first.timed:  # row numbers stand for time: training must not read them as time
+        stmt = postgresql.insert(tables.facts).values(fact=UNTIMED, value=first.source or "?")
         conn.execute(stmt.on_conflict_do_nothing(index_elements=["fact"]))
     written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
-    if written:
-        tx.update_titles()  # of items the features file created
+    tx.update_titles()  # of items this input or its features file created, and stored ones
     n_users, n_items, n_interactions = tx.totals()
     return IngestResult(
         n_users=n_users,
         n_items=n_items,
         n_interactions=n_interactions,
-        new_users=new_users,
-        new_items=new_items,
+        new_users=users.new,
+        new_items=items.new,
         added=added,
         duplicates_skipped=n - added,
         features=written,
-        untimed=not raw.timed,
+        untimed=not first.timed,
     )
+
+
+class _Ids:
+    """One side's external ids to surrogate keys, chunk by chunk: the ids a chunk brings first
+    are staged with the next codes and inserted in that order (keys follow first appearance);
+    the codes of all ids of the input stay in memory (a few MB), their keys in an array."""
+
+    def __init__(self, tx: _Transaction, side: str):
+        self.tx, self.side = tx, side
+        self.code_of: dict[str, int] = {}
+        self.key_of_code = np.zeros(0, dtype=np.int64)
+        self.new = 0  # ids the store did not have
+
+    def keys(self, ids: np.ndarray) -> np.ndarray:
+        """(n,) int64 keys of (n,) string ids."""
+        codes, uniques = factorize(ids, self.side)
+        code_of = self.code_of
+        known = np.fromiter((code_of.get(u, -1) for u in uniques.tolist()), np.int64, len(uniques))
+        fresh = np.flatnonzero(known < 0)
+        if len(fresh):
+            start = len(code_of)
+            names = uniques[fresh]
+            code_of.update(zip(names.tolist(), range(start, start + len(fresh)), strict=True))
+            known[fresh] = np.arange(start, start + len(fresh))
+            new, keys = self.tx.store_ids(self.side, start, names)
+            self.new += new
+            self.key_of_code = np.r_[self.key_of_code, keys]
+        return self.key_of_code[known[codes]]
 
 
 class _Transaction:
     """The SQL steps of one ingest, on one connection inside one transaction."""
 
-    def __init__(self, conn: sa.Connection, tables: StoreTables):
+    def __init__(self, conn: sa.Connection, tables: StoreTables, titles: dict):
         self.conn, self.tables, self.q = conn, tables, tables.qualified
         self.cursor = conn.connection.driver_connection.cursor()  # psycopg2, for COPY
         run = self.run
@@ -148,69 +177,97 @@ class _Transaction:
             # recmf never deletes those, so the per-row foreign-key triggers (7 s per million
             # rows here) can be skipped, as replication does. Without superuser they run.
             run("SET LOCAL session_replication_role = replica")
+        for side in ("user", "item"):  # every id of the input, by code (first appearance)
+            run(f"CREATE TEMP TABLE {_STAGE[side]} (code int4, {side}_id text) ON COMMIT DROP")
+        run(f"CREATE TEMP TABLE {_STAGE_TITLES} (item_id text, title text) ON COMMIT DROP")
+        if titles:
+            payload = encode_rows(titles.items(), ("text", "text"))
+            copy_in(self.cursor, _STAGE_TITLES, ("item_id", "title"), payload)
 
     def run(self, sql: str, params: dict | None = None) -> sa.CursorResult:
         return self.conn.exec_driver_sql(sql, params) if params else self.conn.exec_driver_sql(sql)
 
-    def store_users(self, user_ids: np.ndarray) -> tuple[int, np.ndarray]:
-        """Insert new user ids (keys in first-appearance order); (#new, key of each code)."""
-        q = self.q
-        self.run(f"CREATE TEMP TABLE {_STAGE_USERS} (code int4, user_id text) ON COMMIT DROP")
-        payload = encode_rows(enumerate(user_ids.tolist()), ("int4", "text"))
-        copy_in(self.cursor, _STAGE_USERS, ("code", "user_id"), payload)
+    def store_ids(self, side: str, start: int, ids: np.ndarray) -> tuple[int, np.ndarray]:
+        """Stage ``ids`` (not staged before) as codes ``start``, ``start + 1``, ...; insert
+        those the store lacks in that order; (#new, the key of each)."""
+        stage, table = _STAGE[side], self.q(f"{side}s")
+        payload = encode_rows(enumerate(ids.tolist(), start), ("int4", "text"))
+        copy_in(self.cursor, stage, ("code", f"{side}_id"), payload)
+        id_, key = f"{side}_id", f"{side}_key"
         new = self.run(
-            f"INSERT INTO {q('users')} (user_id) SELECT s.user_id FROM {_STAGE_USERS} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {q('users')} u WHERE u.user_id = s.user_id) "
-            "ORDER BY s.code"
+            f"INSERT INTO {table} ({id_}) SELECT s.{id_} FROM {stage} s WHERE s.code >= {start} "
+            f"AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{id_} = s.{id_}) ORDER BY s.code"
         ).rowcount
-        keys = (
-            f"SELECT s.code, u.user_key FROM {_STAGE_USERS} s JOIN {q('users')} u USING (user_id)"
+        codes, keys = copy_out(
+            self.cursor,
+            f"SELECT s.code, t.{key} FROM {stage} s JOIN {table} t USING ({id_}) "
+            f"WHERE s.code >= {start}",
+            ("int4", "int8"),
         )
-        return new, self._keys_of_codes(keys, len(user_ids))
-
-    def store_items(self, item_ids: np.ndarray, titles: dict) -> tuple[int, np.ndarray]:
-        """Insert new item ids and set titles; (#new, key of each code).
-
-        Titles of items not in this input update stored items; they do not create items, so
-        the vocabulary holds only items with interactions.
-        """
-        q = self.q
-        self.run(
-            f"CREATE TEMP TABLE {_STAGE_ITEMS} (code int4, item_id text, title text) ON COMMIT DROP"
-        )
-        item_list = item_ids.tolist()
-        in_input = set(item_list)
-        rows = [(k, item, titles.get(item)) for k, item in enumerate(item_list)]
-        rows += [(None, item, title) for item, title in titles.items() if item not in in_input]
-        payload = encode_rows(rows, ("int4", "text", "text"))
-        copy_in(self.cursor, _STAGE_ITEMS, ("code", "item_id", "title"), payload)
-        new = self.run(
-            f"INSERT INTO {q('items')} (item_id, title) SELECT s.item_id, s.title "
-            f"FROM {_STAGE_ITEMS} s WHERE s.code IS NOT NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {q('items')} i WHERE i.item_id = s.item_id) "
-            "ORDER BY s.code"
-        ).rowcount
-        self.update_titles()
-        keys = (
-            f"SELECT s.code, i.item_key FROM {_STAGE_ITEMS} s JOIN {q('items')} i "
-            "USING (item_id) WHERE s.code IS NOT NULL"
-        )
-        return new, self._keys_of_codes(keys, len(item_ids))
+        out = np.full(len(ids), -1, dtype=np.int64)
+        out[codes - start] = keys
+        assert (out >= 0).all(), "every staged id has a key after the insert"
+        return new, out
 
     def update_titles(self) -> None:
-        """Set the staged titles of stored items (after :meth:`store_items`)."""
+        """Set the staged titles of stored items: new ones, and ones stored before (titles of
+        items not in the input update them; they do not create items)."""
         self.run(
-            f"UPDATE {self.q('items')} i SET title = s.title FROM {_STAGE_ITEMS} s WHERE "
+            f"UPDATE {self.q('items')} i SET title = s.title FROM {_STAGE_TITLES} s WHERE "
             "i.item_id = s.item_id AND s.title IS NOT NULL AND i.title IS DISTINCT FROM s.title"
         )
 
-    def _keys_of_codes(self, query: str, n_codes: int) -> np.ndarray:
-        """(n_codes,) int64 surrogate keys from a query returning (code, key) rows."""
-        codes, keys = copy_out(self.cursor, query, ("int4", "int8"))
-        out = np.full(n_codes, -1, dtype=np.int64)
-        out[codes] = keys
-        assert (out >= 0).all(), "every staged id has a key after the insert"
-        return out
+    def store_rows(self, spill: Spill) -> tuple[int, int]:
+        """Pass 2: the parked rows, a part at a time sorted by the natural key with repeats
+        dropped (the first kept), into the table; (#added, #repeats within the input)."""
+        first_load = self.is_first_load()
+        table = self.q("interactions")
+        if first_load:
+            # nothing stored can conflict and the lock keeps other writers out: COPY straight
+            # in and build the key index once afterwards (0.7 s per million rows here, against
+            # 1.9 s through staging and an indexed insert)
+            self.run(f"ALTER TABLE {table} DROP CONSTRAINT {NATURAL_KEY}")
+            features = FirstLoadFeatures(self.cursor, self.tables)
+            target = table
+        else:
+            self.run(
+                f"CREATE TEMP TABLE {_STAGE_ROWS} "
+                "(user_key int8, item_key int8, rating float4, ts int8) ON COMMIT DROP"
+            )
+            target = _STAGE_ROWS
+        repeats = copied = 0
+        progress = RowsProgress(spill.n_rows, f"COPY into {target}")
+        for part in spill.parts(PART_ROWS):
+            keep, dropped = sort_unique_rows(part["user_key"], part["item_key"], part["ts"])
+            part = part[keep]
+            rows = (part["user_key"], part["item_key"], part["rating"], part["ts"])
+            payload = encode_fixed(
+                rows, ("int8", "int8", "float4", "int8"),
+                nulls=[None, None, np.isnan(rows[2]), None],
+            )  # fmt: skip
+            copy_in(self.cursor, target, _ROW_COLUMNS, payload)
+            if first_load:
+                features.add(*rows)
+            repeats += dropped
+            copied += len(part)
+            del part, rows, payload, keep
+            progress.update(copied + repeats)
+        if first_load:
+            self.run(
+                f"ALTER TABLE {table} ADD CONSTRAINT {NATURAL_KEY} "
+                "PRIMARY KEY (user_key, item_key, ts)"
+            )
+            features.finish()
+            return copied, repeats
+        added = self.run(
+            f"INSERT INTO {table} (user_key, item_key, rating, ts) "
+            f"SELECT s.user_key, s.item_key, s.rating, s.ts FROM {_STAGE_ROWS} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.user_key = s.user_key "
+            "AND i.item_key = s.item_key AND i.ts = s.ts)"
+        ).rowcount
+        if added:
+            self.refresh_touched_features()
+        return added, repeats
 
     def is_first_load(self) -> bool:
         """Whether interactions is empty and we may drop and re-add its primary key."""
@@ -222,45 +279,14 @@ class _Transaction:
         ).scalar()
         return bool(empty and may_alter)
 
-    def copy_first_load(self, payload: bytes, n_rows: int) -> None:
-        """COPY unique rows into the empty table, building its key index once afterwards.
-
-        Nothing stored can conflict and the lock keeps other writers out. 0.7 s per million
-        rows here, against 1.9 s through staging and an indexed insert.
-        """
-        table = self.q("interactions")
-        self.run(f"ALTER TABLE {table} DROP CONSTRAINT {NATURAL_KEY}")
-        copy_in(self.cursor, table, _ROW_COLUMNS, payload, n_rows)
-        self.run(
-            f"ALTER TABLE {table} ADD CONSTRAINT {NATURAL_KEY} PRIMARY KEY (user_key, item_key, ts)"
-        )
-        self.run(f"DELETE FROM {self.q('user_features')}")  # empty already, as interactions was
-        self.run(f"DELETE FROM {self.q('item_features')}")
-
-    def insert_new_rows(self, payload: bytes, n_rows: int) -> int:
-        """Stage the rows and insert those not stored yet; returns how many were inserted."""
-        table = self.q("interactions")
-        self.run(
-            f"CREATE TEMP TABLE {_STAGE_ROWS} "
-            "(user_key int8, item_key int8, rating float4, ts int8) ON COMMIT DROP"
-        )
-        copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, payload, n_rows)
-        return self.run(
-            f"INSERT INTO {table} (user_key, item_key, rating, ts) "
-            f"SELECT s.user_key, s.item_key, s.rating, s.ts FROM {_STAGE_ROWS} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.user_key = s.user_key "
-            "AND i.item_key = s.item_key AND i.ts = s.ts)"
-        ).rowcount
-
     def refresh_touched_features(self) -> None:
         """Recompute the feature rows of every user and item in this input."""
         q = self.q
         refresh_features(
             self.conn,
             self.tables,
-            f"SELECT u.user_key FROM {_STAGE_USERS} s JOIN {q('users')} u USING (user_id)",
-            f"SELECT i.item_key FROM {_STAGE_ITEMS} s JOIN {q('items')} i USING (item_id) "
-            "WHERE s.code IS NOT NULL",
+            f"SELECT u.user_key FROM {_STAGE['user']} s JOIN {q('users')} u USING (user_id)",
+            f"SELECT i.item_key FROM {_STAGE['item']} s JOIN {q('items')} i USING (item_id)",
         )
 
     def totals(self) -> tuple[int, int, int]:

@@ -51,7 +51,7 @@ class TrainResult:
 def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict, dict]:
     """Read the store's interactions (ingesting the configured data set into an empty store),
     its snapshot, and (for ``arch=tower``) the side features of each side."""
-    from recmf.data.sources import load_source
+    from recmf.data.sources import stream_source
     from recmf.store import FeatureStore
 
     with FeatureStore.open(cfg.db) as store:
@@ -62,7 +62,7 @@ def load_interactions(cfg: TrainConfig) -> tuple[Interactions, dict, dict]:
                 store.schema,
                 cfg.dataset.name,
             )
-            log.info(store.ingest(load_source(cfg.dataset)).summary())
+            log.info(store.ingest(stream_source(cfg.dataset)).summary())
         t0 = time.perf_counter()
         data = store.read_interactions()
         snapshot = store.snapshot(data)
