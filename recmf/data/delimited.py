@@ -115,10 +115,21 @@ def stream_columns(
     return _blocks(reader, block_bytes)
 
 
+_ARROW_BLOCK = 4 << 20  # pyarrow's streaming reader holds ~16 blocks ahead: 0.5 GB at 32 MB
+
+
 def _blocks(reader: _Reader, block_bytes: int) -> Iterator[Columns]:
     options = reader.options()
-    options["read_options"].block_size = block_bytes
+    options["read_options"].block_size = min(block_bytes, _ARROW_BLOCK)
     offset = 0
+    batches: list[pa.RecordBatch] = []
+
+    def columns() -> Columns:
+        table = pa.Table.from_batches(batches)
+        values = {role: table.column(name).combine_chunks() for role, name in reader.wanted.items()}
+        batches.clear()
+        return Columns(reader.path, reader.header, values, table.num_rows, offset)
+
     with reader.errors():
         stream = pacsv.open_csv(reader.path, **options)
         while True:
@@ -127,12 +138,17 @@ def _blocks(reader: _Reader, block_bytes: int) -> Iterator[Columns]:
             except StopIteration:
                 break
             reader.raise_bad_row()
-            if batch.num_rows == 0:
-                continue
-            values = {role: batch.column(name) for role, name in reader.wanted.items()}
-            yield Columns(reader.path, reader.header, values, batch.num_rows, offset)
-            offset += batch.num_rows
-    reader.raise_bad_row()
+            batches.append(batch)
+            if sum(b.nbytes for b in batches) >= block_bytes:  # small arrow blocks, big chunks
+                cols = columns()
+                yield cols
+                offset += cols.n_rows
+        reader.raise_bad_row()
+        if batches:
+            cols = columns()
+            if cols.n_rows:
+                yield cols
+                offset += cols.n_rows
     if offset == 0:
         reader.raise_no_rows()
 
@@ -340,6 +356,14 @@ def _sep_hint(names: list[str], sep: str, keys: _Keys) -> str:
 
 def id_column(cols: Columns, role: str) -> np.ndarray:
     """Verbatim string ids as an object array; empty, NUL or over ``MAX_ID_BYTES`` is an error."""
+    codes, uniques = id_codes(cols, role)
+    # Index the few unique strings: the (n,) array shares their str objects, cheap to build.
+    return uniques[codes]
+
+
+def id_codes(cols: Columns, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`id_column` as (n,) codes into its distinct ids (first appearance first), without
+    an (n,) array of objects."""
     encoded = pc.dictionary_encode(cols.values[role])
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
     n_bytes = pc.binary_length(encoded.dictionary).to_numpy(zero_copy_only=False)
@@ -356,8 +380,7 @@ def id_column(cols: Columns, role: str) -> np.ndarray:
             first = int(np.flatnonzero(bad)[0])
             row = int(np.flatnonzero(encoded.indices.to_numpy() == first)[0])
             raise cols.fail(row, problem)
-    # Index the few unique strings: the (n,) array shares their str objects, cheap to build.
-    return uniques[encoded.indices.to_numpy()]
+    return encoded.indices.to_numpy(zero_copy_only=False), uniques
 
 
 def title_column(cols: Columns, id_role: str = "item", role: str = "title") -> dict[str, str]:

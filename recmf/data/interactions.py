@@ -25,8 +25,10 @@ MAX_ID_BYTES = 2048  # UTF-8; PostgreSQL's B-tree (unique index on ids) refuses 
 class RawInteractions:
     """Interactions as a source delivers them, aligned by position."""
 
-    user_id: np.ndarray  # (n,) str (object or unicode dtype), verbatim external ids
-    item_id: np.ndarray  # (n,) str
+    # (n,) str (object or unicode dtype), verbatim external ids; or a pandas Categorical of
+    # them (the chunks of a streamed CSV: codes into the chunk's distinct ids)
+    user_id: np.ndarray
+    item_id: np.ndarray  # (n,) str, or a Categorical
     rating: np.ndarray | None  # (n,) float64, NaN where a row has none; None: source has none
     timestamp: np.ndarray  # (n,) int64 unix seconds
     item_titles: dict[str, str] = field(default_factory=dict)  # item_id -> title, may be empty

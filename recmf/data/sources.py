@@ -19,6 +19,7 @@ from recmf.data.delimited import (
     Columns,
     feature_column,
     feature_roles,
+    id_codes,
     id_column,
     numeric_times,
     rating_column,
@@ -117,8 +118,8 @@ def _concat(chunks: list[RawInteractions]) -> RawInteractions:
     ratings = [c.rating for c in chunks]
     return dataclasses.replace(
         first,
-        user_id=np.concatenate([c.user_id for c in chunks]),
-        item_id=np.concatenate([c.item_id for c in chunks]),
+        user_id=np.concatenate([np.asarray(c.user_id, dtype=object) for c in chunks]),
+        item_id=np.concatenate([np.asarray(c.item_id, dtype=object) for c in chunks]),
         rating=None if ratings[0] is None else np.concatenate(ratings),
         timestamp=np.concatenate([c.timestamp for c in chunks]),
     )
@@ -196,7 +197,13 @@ def csv_chunks(
             path, sep=sep, header=header, columns=mapping, block_bytes=block_bytes,
             expected=expected,
         )  # fmt: skip
-    return _csv_chunks(blocks, items, users, mapping, time_unit)
+    return _csv_chunks(blocks, items, users, mapping, time_unit, coded=block_bytes is not None)
+
+
+def _categorical(codes: np.ndarray, uniques: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.Categorical.from_codes(codes, pd.Index(uniques, dtype=object))
 
 
 def csv_source(path: str | Path, *args: Any, **kwargs: Any) -> RawInteractions:
@@ -204,7 +211,9 @@ def csv_source(path: str | Path, *args: Any, **kwargs: Any) -> RawInteractions:
     return next(csv_chunks(path, *args, **kwargs, block_bytes=None))
 
 
-def _csv_chunks(blocks, items, users, mapping: dict, time_unit: str) -> Iterator[RawInteractions]:
+def _csv_chunks(
+    blocks, items, users, mapping: dict, time_unit: str, coded: bool
+) -> Iterator[RawInteractions]:
     """The interactions of each block; the first also carries the side files' titles and
     features (read first, so that they are checked before any interaction is stored)."""
     item_features, item_cols = items.read() if items else (None, None)
@@ -218,9 +227,13 @@ def _csv_chunks(blocks, items, users, mapping: dict, time_unit: str) -> Iterator
             timestamp = time_column(cols, unit=time_unit, numeric=numeric)
         else:  # each row's number in the file
             timestamp = np.arange(cols.offset, cols.offset + cols.n_rows, dtype=np.int64)
+        if coded:  # the store takes the codes as they are: no (n,) arrays of str objects
+            user_id, item_id = (_categorical(*id_codes(cols, role)) for role in ("user", "item"))
+        else:
+            user_id, item_id = id_column(cols, "user"), id_column(cols, "item")
         yield RawInteractions(
-            user_id=id_column(cols, "user"),
-            item_id=id_column(cols, "item"),
+            user_id=user_id,
+            item_id=item_id,
             rating=rating,
             timestamp=timestamp,
             item_titles=titles,

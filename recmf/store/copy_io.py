@@ -130,17 +130,18 @@ class _Progress(io.BytesIO):
 class RowsProgress:
     """Logs rows copied and rows/s across several COPYs, at most every PROGRESS_EVERY_S."""
 
-    def __init__(self, n_rows: int, what: str) -> None:
-        self.n_rows, self.what = n_rows, what
+    def __init__(self, n_rows: int | None, what: str) -> None:
+        self.n_rows, self.what = n_rows, what  # n_rows: None while a source streams
         self.t0 = self.last = time.perf_counter()
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
         if now - self.last >= PROGRESS_EVERY_S and done:
             self.last = now
+            of = f" of {self.n_rows:,}" if self.n_rows is not None else ""
             log.info(
-                "%s: %s of %s rows copied, %.2f M rows/s",
-                self.what, f"{done:,}", f"{self.n_rows:,}", done / (now - self.t0) / 1e6,
+                "%s: %s%s rows copied, %.2f M rows/s",
+                self.what, f"{done:,}", of, done / (now - self.t0) / 1e6,
             )  # fmt: skip
 
 

@@ -38,8 +38,8 @@ def load_features(
 
 class FirstLoadFeatures:
     """Every feature row of a first load, from its rows a part at a time: each part holds all
-    the rows of its users (so their rows are written at once), sorted by (user_key, item_key,
-    ts); the items' sums grow with each part and are written by :meth:`finish`."""
+    the rows of its users, sorted by (user_key, item_key, ts); the items' sums grow with each
+    part. :meth:`add` only computes; :meth:`finish` writes them all."""
 
     _ITEM_SUMS = ("count", "n_users", "n_rated", "sums")  # and first / last
 
@@ -48,6 +48,8 @@ class FirstLoadFeatures:
         self.items = {name: np.zeros(0) for name in self._ITEM_SUMS}
         self.first = np.zeros(0, dtype=np.int64)
         self.last = np.zeros(0, dtype=np.int64)
+        self.user_rows: list[bytes] = []  # COPY payloads, written by finish (the connection
+        # may be busy building the key index meanwhile)
 
     def add(self, user_key: np.ndarray, item_key: np.ndarray, rating: np.ndarray, ts: np.ndarray):
         """One part's rows: user_key (n,) int64 sorted, item_key sorted within each user,
@@ -69,15 +71,8 @@ class FirstLoadFeatures:
             np.maximum.reduceat(ts, starts),
         ]
         user_types = ("int8", "int8", "int8", "float8", "int8", "int8")
-        payload = encode_fixed(
-            user_cols, user_types, nulls=[None, None, None, n_rated == 0, None, None]
-        )
-        copy_in(
-            self.cursor,
-            self.tables.qualified("user_features"),
-            ("user_key", "n_interactions", "n_rated", "mean_rating", "first_ts", "last_ts"),
-            payload,
-        )
+        nulls = [None, None, None, n_rated == 0, None, None]
+        self.user_rows.append(encode_fixed(user_cols, user_types, nulls=nulls))
 
         # items: scattered, so bincount/ufunc.at over a key-indexed array
         size = max(int(item_key.max()) + 1, len(self.first))
@@ -99,7 +94,15 @@ class FirstLoadFeatures:
             self.last = np.r_[self.last, np.full(extra, np.iinfo(np.int64).min)]
 
     def finish(self) -> None:
-        """Write the item rows (popularity needs every count)."""
+        """Write the user rows, and the item rows (popularity needs every count)."""
+        for payload in self.user_rows:
+            copy_in(
+                self.cursor,
+                self.tables.qualified("user_features"),
+                ("user_key", "n_interactions", "n_rated", "mean_rating", "first_ts", "last_ts"),
+                payload,
+            )
+        self.user_rows.clear()
         count = self.items["count"].astype(np.int64)
         keys = np.flatnonzero(count)
         if len(keys) == 0:

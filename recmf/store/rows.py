@@ -16,9 +16,20 @@ from recmf.data.interactions import MAX_ID_BYTES
 
 def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(codes, uniques)``: (n,) int64 codes into (k,) distinct str, in first-appearance order."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(values, pd.Categorical):  # a streamed chunk's ids, checked when read
+        codes = np.asarray(values.codes, dtype=np.int64)
+        if not (codes < 0).any():
+            return codes, np.asarray(values.categories, dtype=object)
+    values = np.asarray(values)
+    if values.dtype == object:  # hashes the str objects: 4x faster than converting to arrow
+        codes, uniques = pd.factorize(values, sort=False, use_na_sentinel=True)
+        names = uniques.tolist()
+        if not (codes < 0).any() and all(type(u) is str for u in names) and _utf8(names):
+            return _checked(codes.astype(np.int64), np.asarray(uniques, dtype=object), what)
     try:
         array = pa.array(values, type=pa.string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):  # e.g. ints in an object array: ids are text
@@ -31,6 +42,20 @@ def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         )
     encoded = pc.dictionary_encode(array)
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return _checked(codes, uniques, what)
+
+
+def _utf8(names: list[str]) -> bool:
+    try:
+        "".join(names).encode()
+    except UnicodeEncodeError:  # a lone surrogate: the arrow path below says which id
+        return False
+    return True
+
+
+def _checked(codes: np.ndarray, uniques: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)`` if every distinct id can be stored, else ValueError."""
     long = MAX_ID_BYTES // 4  # a str this short is within the limit, whatever its characters
     bad = [
         u
@@ -42,7 +67,7 @@ def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
             f"{what} id {bad[0][:100]!r} cannot be stored: ids must be non-empty, at most "
             f"{MAX_ID_BYTES} bytes in UTF-8 and contain no NUL character; fix the source data"
         )
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), uniques
+    return codes, uniques
 
 
 def sort_unique_rows(
@@ -52,6 +77,18 @@ def sort_unique_rows(
     n = len(user_key)
     if n == 0:
         return np.arange(0), 0
+    order = natural_order(user_key, item_key, ts)
+    u, i, t = user_key[order], item_key[order], ts[order]
+    repeat = np.zeros(n, dtype=bool)
+    repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
+    return order[~repeat], int(repeat.sum())
+
+
+def natural_order(user_key: np.ndarray, item_key: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The stable row order by (user_key, item_key, ts): repeated rows keep their order."""
+    n = len(user_key)
+    if n == 0:
+        return np.arange(0)
     span = int(item_key.max()) + 1
     if int(user_key.max()) < (1 << 62) // span:  # one packed int64 key: one argsort, not three
         pair = user_key * span + item_key
@@ -66,10 +103,19 @@ def sort_unique_rows(
             order[idx] = order[idx][np.lexsort((ts_sorted[idx], pair_sorted[idx]))]
     else:
         order = np.lexsort((ts, item_key, user_key))
-    u, i, t = user_key[order], item_key[order], ts[order]
-    repeat = np.zeros(n, dtype=bool)
-    repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
-    return order[~repeat], int(repeat.sum())
+    return order
+
+
+def repeated_firsts(part: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept rows of ``part`` (``keep`` from :func:`sort_unique_rows`) whose (user, item,
+    time) was repeated: the first row of each repeated key."""
+    dropped = np.ones(len(part), dtype=bool)
+    dropped[keep] = False
+    key = ["user_key", "item_key", "ts"]
+    repeated = set(part[dropped][key].tolist())  # rare: a python set is fine
+    kept = part[keep]
+    hit = np.fromiter((k in repeated for k in kept[key].tolist()), bool, len(kept))
+    return kept[hit]
 
 
 RECORD = np.dtype([("user_key", "<i8"), ("item_key", "<i8"), ("ts", "<i8"), ("rating", "<f4")])

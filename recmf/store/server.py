@@ -43,6 +43,20 @@ _lock = threading.Lock()
 _open_handles: dict[Path, int] = {}  # pgdata -> EmbeddedServer handles open in this process
 
 
+# A local store with no replicas: a first load's COPY and key index into the table it
+# truncated then skip the WAL (a 20M-row ingest 34.5 s -> 30.6 s here), and are fsynced at commit.
+_SERVER_SETTINGS = "\n# recmf\nwal_level = minimal\nmax_wal_senders = 0\n"
+
+
+def _init_pgdata(server: Any, pgdata: Path) -> None:
+    """initdb a new data directory, with recmf's settings; one that exists is left as it is."""
+    if (pgdata / "PG_VERSION").exists():
+        return
+    server.ensure_pgdata_inited()
+    with open(pgdata / "postgresql.conf", "a", encoding="utf-8") as conf:
+        conf.write(_SERVER_SETTINGS)
+
+
 def normalise_url(url: str) -> str:
     """``url`` with its driver set to psycopg2; raises :class:`StoreError` if it is not PostgreSQL.
 
@@ -107,6 +121,8 @@ class EmbeddedServer:
                     pgdata, cleanup_mode=cleanup_mode, start=False
                 )
                 if _open_handles.get(pgdata, 0) == 0:
+                    with server._lock:  # pgserver's inter-process lock: one process inits
+                        _init_pgdata(server, pgdata)
                     # start() registers this pid with pgserver (and starts postgres if needed);
                     # called again after a release, because release unregistered the pid.
                     server.start()
