@@ -10,6 +10,7 @@ Usage:
     python scripts/benchmark.py serve          # 2,000 REST requests from 32 clients: p50/p99
     python scripts/benchmark.py speed                  # store, training, evaluation, recommend
     python scripts/benchmark.py speed --device cuda --train-rows 20000000
+    python scripts/benchmark.py scale --rows 1000000 5000000 20000000  # ingest at scale
     python scripts/benchmark.py quality --dataset csv --experiment none --schema bench_mlsmall \
         --data ../shared/data/ml-latest-small/ratings.csv \
         --items ../shared/data/ml-latest-small/movies.csv    # the default config on any CSV
@@ -19,7 +20,8 @@ the shipped experiment config for the data set, into its own database schema and
 (``.recmf/benchmark``), and prints recmf's metrics beside the popularity baseline.
 
 Each mode is a module beside this one (``bench_quality.py``, ``bench_rmse.py``,
-``bench_foldin.py``, ``bench_coldstart.py``, ``bench_serve.py``, ``bench_speed.py``) with
+``bench_foldin.py``, ``bench_coldstart.py``, ``bench_serve.py``, ``bench_speed.py``,
+``bench_scale.py``) with
 ``add_parser`` and ``run``.
 """
 
@@ -34,6 +36,7 @@ import bench_common
 import bench_foldin
 import bench_quality
 import bench_rmse
+import bench_scale
 import bench_serve
 import bench_speed
 
@@ -47,6 +50,7 @@ MODES = {
     "coldstart": bench_coldstart,
     "serve": bench_serve,
     "speed": bench_speed,
+    "scale": bench_scale,
 }
 
 

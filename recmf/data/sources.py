@@ -82,10 +82,9 @@ def stream_source(
         )
     if isinstance(dataset, SyntheticConfig):
         d = dataset
-        return iter(
-            [synthetic(d.n_users, d.n_items, d.n_interactions, d.rank, d.popularity_exponent,
-                       d.seed)]
-        )  # fmt: skip
+        raw = synthetic(d.n_users, d.n_items, d.n_interactions, d.rank, d.popularity_exponent,
+                        d.seed)  # fmt: skip
+        return iter([raw]) if block_bytes is None else _slices(raw, SLICE_ROWS)
     if isinstance(dataset, MovieLensConfig):
         d = dataset
         return iter([movielens_100k(d.path, d.url, d.md5, d.cache_dir)])
@@ -108,6 +107,25 @@ def stream_source(
             block_bytes=block_bytes,
         )
     raise AssertionError(dataset)  # unreachable: every type is handled above
+
+
+SLICE_ROWS = 1 << 20  # rows per chunk of an in-memory source: the ingest's copies stay small
+
+
+def _slices(raw: RawInteractions, rows: int) -> Iterator[RawInteractions]:
+    """``raw`` in chunks of ``rows`` (views); the first carries titles and features."""
+    for lo in range(0, max(len(raw), 1), rows):
+        part = slice(lo, lo + rows)
+        rating = None if raw.rating is None else raw.rating[part]
+        yield dataclasses.replace(
+            raw,
+            user_id=raw.user_id[part],
+            item_id=raw.item_id[part],
+            rating=rating,
+            timestamp=raw.timestamp[part],
+            **({} if lo == 0 else {"item_titles": {}, "item_features": None,
+                                   "user_features": None}),
+        )  # fmt: skip
 
 
 def _concat(chunks: list[RawInteractions]) -> RawInteractions:

@@ -1,21 +1,38 @@
-"""Ingest: raw interactions into the store in one transaction, by COPY, idempotently.
+"""Ingest: raw interactions into the store in one transaction, by COPY, idempotently, in
+bounded memory whatever the source's size.
 
-The steps, all inside the caller's transaction (a failure anywhere writes nothing):
+The source comes in chunks (a CSV 32 MB at a time, :func:`recmf.data.sources.stream_source`);
+all of it happens inside the caller's transaction, so a failure anywhere (a bad line in the last
+block too) writes nothing.
 
-1. Factorize the string ids on the client (a few thousand distinct ids for millions of rows),
-   COPY the distinct ids into temp tables, insert the new ones (new keys follow first
-   appearance in the input) and COPY back their surrogate keys.
-2. Map rows to keys, sort them by the natural key (user_key, item_key, ts) and drop repeats within
-   the file (the first wins). Sorted rows turn B-tree inserts into appends: 2.5x faster here.
-3. COPY the rows (binary, fixed width) into a temp table and insert those not stored yet with an
-   anti-join. ``LOCK ... SHARE ROW EXCLUSIVE`` on interactions, taken first, serialises
-   concurrent ingests into one schema (readers are not blocked), which is what makes anti-joins
-   safe here, for ids too; they are 2x faster than ``ON CONFLICT`` and leave no gaps in keys.
-   Into an empty table the rows are COPYed straight in instead.
-4. Refresh the feature rows of the touched users and items (see :mod:`recmf.store.features`).
-5. Store the side features the source gives, if any (see :mod:`recmf.store.sides`); entities
-   they name beyond the interactions' get keys after those, so a data set's vocabulary order
-   does not depend on its features.
+Pass 1, chunk by chunk:
+
+1. Ids to surrogate keys. Each chunk's distinct ids are looked up in the codes of the ids seen so
+   far (a dict of a few MB); the new ones are COPYed into a temp table and inserted into
+   users/items in first-appearance order (anti-join), their keys COPYed back.
+2. The keyed rows are parked on disk by user-key range (:class:`recmf.store.rows.Spill`).
+3. Into an empty table (a first load) each chunk, sorted by the natural key, is also COPYed
+   straight in on a thread while the next chunk is read: the table is truncated and its key
+   index dropped first (a new file: with the embedded server's ``wal_level=minimal`` neither the
+   rows nor the index are written to the WAL).
+
+Pass 2, a part of the spill at a time (every row of a range of users, ~1M rows): sorted by
+(user_key, item_key, ts), repeats within the input dropped (the first wins). A first load
+computes every feature row from the parts (:class:`recmf.store.features.FirstLoadFeatures`)
+while the key index is built on a thread; a repeated row fails the index, and is then stored
+once, as its first row, and the index built again. Into a table that holds rows, the parts are
+COPYed (binary) into a temp table and those not stored yet inserted with an anti-join; then the
+touched users' and items' feature rows are recomputed in SQL. ``LOCK ... SHARE ROW EXCLUSIVE`` on
+interactions, taken first, serialises concurrent ingests into one schema (readers are not
+blocked, except by a first load's index rebuild), which is what makes the anti-joins safe; they
+are 2x faster than ``ON CONFLICT`` and leave no gaps in keys.
+
+Last, the side features the source gives, if any (:mod:`recmf.store.sides`); entities they name
+beyond the interactions' get keys after those, so a data set's vocabulary order does not depend
+on its features.
+
+20M rows of a MovieLens-shaped CSV into a fresh embedded store: 28.8 s end to end, 0.85 GB peak
+(was 43 s and 4.67 GB holding the whole file); see ``benchmark.py scale``.
 """
 
 from __future__ import annotations
