@@ -6,7 +6,9 @@ import itertools
 import logging
 import time
 
+from recmf.data import sources
 from recmf.data.sources import stream_source
+from recmf.errors import DataFormatError
 from recmf.settings import IngestConfig
 from recmf.store import FeatureStore, IngestResult
 
@@ -22,10 +24,14 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
     stays bounded whatever the file's size): a bad line there rolls it back, nothing is stored.
     """
     start = time.perf_counter()
-    chunks = stream_source(cfg.dataset)
+    chunks = stream_source(cfg.dataset, sources.BLOCK_BYTES)
     first = next(chunks)
     with FeatureStore.open(cfg.db) as store:
-        result = store.ingest(itertools.chain([first], chunks))
+        try:
+            result = store.ingest(itertools.chain([first], chunks))
+        except DataFormatError as exc:  # in a later block: the blocks before it were rolled back
+            rolled_back = f"{exc.problem}. Nothing of the file was stored (the ingest rolled back)"
+            raise DataFormatError(exc.path, rolled_back, exc.line) from None
         log.info(
             "read and ingested %d rows into %s (schema %s) in %.2f s",
             result.added + result.duplicates_skipped,

@@ -564,3 +564,23 @@ def test_spill_hands_back_every_row_by_user_key_range_in_arrival_order(tmp_path)
     order = np.argsort(user >> 3, kind="stable")
     assert np.array_equal(got["ts"], want[order])
     assert np.array_equal(got["user_key"], user[order])
+
+
+def test_the_ingest_verb_says_a_late_bad_line_left_nothing_stored(db_cfg, tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from recmf.config import from_dict
+    from recmf.data import sources
+    from recmf.ingest import run_ingest
+    from recmf.settings import IngestConfig
+
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 64)  # many blocks: the bad line is in a late one
+    lines = [f"u{k % 11},i{k % 13},4,{k}\n" for k in range(2000)]
+    path = _chunked_csv(tmp_path, [*lines[:1900], "u1,i1,4,soon\n", *lines[1900:]])
+    dataset = {"name": "csv", "path": str(path), "sep": ",", "header": True, "columns": CSV_ROLES}
+    cfg = from_dict({"db": asdict(db_cfg), "dataset": dataset}, IngestConfig)
+    expected = r"big\.csv, line 1902: time 'soon' is not valid.*Nothing of the file was stored"
+    with pytest.raises(DataFormatError, match=expected):
+        run_ingest(cfg)
+    with FeatureStore.open(db_cfg) as store:
+        assert store.n_interactions() == 0 and len(store.read_interactions().vocab.user_ids) == 0
