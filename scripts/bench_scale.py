@@ -5,17 +5,28 @@ ratios), drawn by :func:`recmf.data.synthetic.synthetic` (a planted low-rank tas
 popularity, noise, per-user times), written once as a CSV shaped like MovieLens' ``ratings.csv``
 (``userId,movieId,rating,timestamp``) under ``--workdir`` and reused.
 
-Measured so far, per size: **ingest** of that CSV end to end, the way a user runs it
-(``scripts/ingest.py`` in its own process, into a fresh embedded store: ``initdb``, server start
-and stop included), its wall time, rows/s and the process's peak RSS (``wait4``'s ``ru_maxrss``;
-the PostgreSQL server's own memory is its settings': shared_buffers 128 MB, and 256 MB of
-work_mem / maintenance_work_mem during the ingest). The training part (time to ALS's quality) is
-not built yet.
+Per size:
+
+- **Ingest** of that CSV end to end, the way a user runs it (``scripts/ingest.py`` in its own
+  process, into a fresh embedded store: ``initdb``, server start and stop included): wall time,
+  rows/s and the process's peak RSS (``wait4``'s ``ru_maxrss``; the PostgreSQL server's own
+  memory is its settings': shared_buffers 128 MB, 256 MB of work_mem / maintenance_work_mem).
+- **Time to quality** (``--train``): recmf (``scripts/train.py`` with ``refit=false``, the
+  config in :data:`RECMF`, in its own process) and implicit's ALS (64 factors, a small grid,
+  in its own process) on the same split and validation part, each until its validation NDCG@10
+  stops improving. Each one's validation NDCG@10 against wall time from the start of training
+  (data loading excluded for both; recmf: from its MLflow run's creation, after the store read
+  and the split; ALS: fitting only, not its validation scoring), best validation and test
+  NDCG@10, total time and peak RSS; and ``time_to_quality_ratio``: recmf's time to ALS's best
+  validation NDCG@10 over ALS's time to it (``null`` when recmf never reaches it). A plot of
+  both curves is written beside the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -33,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scale", help="ingest (and, later, time to quality) at 1M-20M rows")
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train recmf and ALS on the ingested data: time to quality",
+    )
     p.add_argument("--workdir", default=".recmf/benchmark/scale")
     p.add_argument("--out", default=None)
 
@@ -43,17 +60,209 @@ def run(args: argparse.Namespace) -> int:
     out: dict = {"cpu_count": os.cpu_count(), "sizes": []}
     for rows in args.rows:
         csv = csv_of(rows, args.seed, workdir)
-        result = {"rows": rows, "csv_bytes": csv.stat().st_size, "ingest": ingest(csv, workdir)}
+        data_dir = workdir / "pgdata"
+        result = {"rows": rows, "csv_bytes": csv.stat().st_size}
+        result["ingest"] = i = ingest(csv, data_dir)
         out["sizes"].append(result)
-        i = result["ingest"]
         print(
             f"ingest {rows:,} rows ({result['csv_bytes'] / 2**20:.0f} MiB CSV), fresh store: "
             f"{i['seconds']:.1f} s end to end, {i['rows_per_s'] / 1e6:.2f} M rows/s, peak RSS "
             f"{i['peak_rss_mib']:.0f} MiB",
             flush=True,
         )
-    save(args, "scale.json", out)
+        if args.train:
+            result.update(time_to_quality(data_dir, workdir, rows, args.seed))
+            r, a = result["recmf"], result["ALS"]
+            reach = result["recmf_seconds_to_als_best"]
+            print(
+                f"  {rows:,} rows: ALS best validation NDCG@10 {a['best_val_ndcg']:.4f} "
+                f"after {a['seconds_to_best']:.1f} s (test {a['test_ndcg']:.4f}, "
+                f"{a['params']}, total {a['total_seconds']:.1f} s, peak "
+                f"{a['peak_rss_mib']:.0f} MiB); recmf best {r['best_val_ndcg']:.4f} at epoch "
+                f"{r['best_epoch']} (test {r['test_ndcg']:.4f}, total {r['total_seconds']:.1f} s, "
+                f"peak {r['peak_rss_mib']:.0f} MiB), reaches ALS's best after "
+                + (f"{reach:.1f} s: {result['time_to_quality_ratio']:.2f}x ALS's time"
+                   if reach is not None else "never"),
+                flush=True,
+            )  # fmt: skip
+        shutil.rmtree(data_dir, ignore_errors=True)
+    saved = save(args, "scale.json", out)
+    if args.train:
+        plot(out, saved.with_suffix(".png"))
     return 0
+
+
+# recmf for time to quality: the default softmax model; the synthetic times are a random order
+# of each user's items (no recency signal by construction), so no recency weighting, and the
+# L2 fixed at the default's usual choice rather than raced (a race would be counted as time)
+RECMF = ["refit=false", "model.recency=0", "model.reg=0.08"]
+ALS_GRID = [{"factors": 64, "regularization": r, "alpha": a} for r in (1.0, 10.0, 100.0)
+            for a in (0.3, 1.0, 3.0)]  # fmt: skip
+ALS_MAX_ITERATIONS, ALS_PATIENCE = 30, 3
+
+
+def time_to_quality(data_dir: Path, workdir: Path, rows: int, seed: int) -> dict:
+    """recmf and ALS on the same split (recmf's run's), each in a child process."""
+    import sqlite3
+
+    tracking = workdir / "mlflow.db"
+    logger = [f"logger.tracking_uri=sqlite:///{tracking.resolve()}",
+              "logger.experiment_name=scale", f"db.data_dir={data_dir.resolve()}",
+              "db.schema=bench_scale"]  # fmt: skip
+    train = _child([sys.executable, str(ROOT / "scripts" / "train.py"), *logger, *RECMF,
+                    f"seed={seed}", "progress=lines"])  # fmt: skip
+    run_id = train["stdout"].strip().splitlines()[-1].split()[1].rstrip(":")
+    _child([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *logger, f"run_id={run_id}",
+            "ks=[10]"])  # fmt: skip
+    with sqlite3.connect(tracking) as db:
+        (start,) = db.execute("SELECT start_time FROM runs WHERE run_uuid=?", (run_id,)).fetchone()
+        curve = db.execute(
+            "SELECT step, value, timestamp FROM metrics WHERE run_uuid=? AND key=? ORDER BY step",
+            (run_id, "val/ndcg_at_10"),
+        ).fetchall()
+        (test,) = db.execute(
+            "SELECT value FROM metrics WHERE run_uuid=? AND key=?", (run_id, "test/ndcg_at_10")
+        ).fetchone()
+    recmf_curve = [[(t - start) / 1000, v] for _, v, t in curve]
+    # one validation figure per epoch, in order (the metric's step counts optimizer steps)
+    best_epoch, best = max(enumerate((v for _, v, _ in curve), 1), key=lambda ev: ev[1])
+    recmf = {
+        "config": RECMF,
+        "run_id": run_id,
+        "curve": recmf_curve,  # [seconds since the run started training, validation NDCG@10]
+        "best_val_ndcg": best,
+        "best_epoch": best_epoch,
+        "test_ndcg": test,
+        "total_seconds": train["seconds"],  # the whole train.py process, store read included
+        "peak_rss_mib": train["peak_rss_mib"],
+    }
+    als_json = workdir / f"als-{rows}.json"
+    als_run = _child([sys.executable, __file__, "als", run_id, str(tracking.resolve()),
+                      str(als_json), str(seed)])  # fmt: skip
+    als = json.loads(als_json.read_text())
+    als["peak_rss_mib"] = als_run["peak_rss_mib"]
+    reach = next((t for t, v in recmf_curve if v >= als["best_val_ndcg"]), None)
+    return {
+        "recmf": recmf,
+        "ALS": als,
+        "recmf_seconds_to_als_best": reach,
+        "time_to_quality_ratio": None if reach is None else reach / als["seconds_to_best"],
+    }
+
+
+def _child(command: list[str]) -> dict:
+    """Run ``command``; its wall seconds, its own peak RSS (``wait4``) and stdout; exit with
+    its stderr's tail if it fails. Output goes to files: a full pipe would stall it."""
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "RECMF_DATABASE_URL"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"{Path(command[1]).name} failed:\n{stderr[-3000:]}")
+    return {"seconds": seconds, "stdout": stdout, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+class _Stalled(Exception):
+    """Raised by the ALS callback to end a fit whose validation stopped improving."""
+
+
+def als_curves(run_id: str, tracking: str, out: str, seed: int) -> None:
+    """The ALS child: every grid point fitted an iteration at a time on the run's training part,
+    scored on its validation part after each, until it stops improving; the best one's curve."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_peers import _matrix, _metrics
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    from recmf.data.sparse import UserItems
+    from recmf.eval.split_file import SavedSplit
+    from recmf.settings import LoggerConfig
+    from recmf.tracking import download_split
+
+    saved = SavedSplit.load(download_split(LoggerConfig(f"sqlite:///{tracking}"), run_id))
+    parts = [saved.pairs(p) for p in ("train", "val", "test")]
+    n_users = int(max(u.max(initial=-1) for u, _ in parts)) + 1
+    n_items = int(max(i.max(initial=-1) for _, i in parts)) + 1
+    train = UserItems.from_pairs(*saved.pairs("train"), n_users)
+    val = UserItems.from_pairs(*saved.pairs("val"), n_users)
+    x = _matrix(*saved.pairs("train"), n_users, n_items)
+    runs = []
+    t_all = time.perf_counter()
+    for params in ALS_GRID:
+        model = AlternatingLeastSquares(
+            **params, iterations=ALS_MAX_ITERATIONS, random_state=seed, num_threads=0
+        )
+        curve, best, clock = [], [-1.0, 0, None], [0.0, 0.0]  # clock: start, scoring seconds
+
+        def after(iteration: int, _elapsed: float, _loss, model=model, curve=curve, best=best,
+                  clock=clock) -> None:  # fmt: skip
+            fitted = time.perf_counter() - clock[0] - clock[1]  # fitting only, setup included
+            t1 = time.perf_counter()
+            u, v = np.array(model.user_factors), np.array(model.item_factors)
+            ndcg = _metrics(lambda users: u[users] @ v.T, val, train, [10], n_items)["ndcg_at_10"]
+            curve.append([fitted, ndcg])
+            if ndcg > best[0]:
+                best[:] = [ndcg, iteration + 1, (u, v)]
+            clock[1] += time.perf_counter() - t1
+            if iteration + 1 - best[1] >= ALS_PATIENCE:
+                raise _Stalled  # validation stopped improving
+
+        clock[0] = time.perf_counter()
+        with threadpool_limits(1, "blas"), contextlib.suppress(_Stalled):
+            model.fit(x, show_progress=False, callback=after)
+        runs.append({"params": params, "curve": curve, "best": tuple(best)})
+    total = time.perf_counter() - t_all
+    chosen = max(runs, key=lambda r: r["best"][0])
+    val_ndcg, iteration, (u, v) = chosen["best"]
+    seen = UserItems.from_pairs(*saved.pairs("train", "val"), n_users)
+    test = UserItems.from_pairs(*saved.pairs("test"), n_users)
+    test_ndcg = _metrics(lambda users: u[users] @ v.T, test, seen, [10], n_items)["ndcg_at_10"]
+    result = {
+        "params": chosen["params"],
+        "curve": chosen["curve"],  # [fitting seconds, validation NDCG@10] per iteration
+        "best_val_ndcg": val_ndcg,
+        "best_iteration": iteration,
+        "seconds_to_best": chosen["curve"][iteration - 1][0],
+        "test_ndcg": test_ndcg,
+        "total_seconds": total,  # the whole grid, validation scoring included
+        "grid": [
+            {"params": r["params"], "best_val_ndcg": r["best"][0], "iterations": len(r["curve"])}
+            for r in runs
+        ],  # fmt: skip
+    }
+    Path(out).write_text(json.dumps(result, indent=2))
+
+
+def plot(out: dict, path: Path) -> None:
+    """Validation NDCG@10 against wall time, recmf and ALS, one panel per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s for s in out["sizes"] if "recmf" in s]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        for name in ("recmf", "ALS"):
+            t, v = zip(*size[name]["curve"], strict=True)
+            ax.plot(t, v, marker=".", label=name)
+        ax.set_title(f"{size['rows']:,} rows")
+        ax.set_xlabel("seconds of training")
+        ax.set_ylabel("validation NDCG@10")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"saved {path}")
 
 
 def csv_of(rows: int, seed: int, workdir: Path) -> Path:
@@ -89,11 +298,9 @@ def _write_csv(rows: int, seed: int, path: Path) -> None:
     partial.rename(path)
 
 
-def ingest(csv: Path, workdir: Path) -> dict:
+def ingest(csv: Path, data_dir: Path) -> dict:
     """``scripts/ingest.py`` of ``csv`` into a fresh embedded store, in its own process."""
-    data_dir = workdir / "pgdata"
     shutil.rmtree(data_dir, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k != "RECMF_DATABASE_URL"}
     command = [
         sys.executable,
         str(INGEST),
@@ -103,23 +310,19 @@ def ingest(csv: Path, workdir: Path) -> dict:
         f"db.data_dir={data_dir.resolve()}",
         "db.schema=bench_scale",
     ]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max of all
-    seconds = time.perf_counter() - t0
-    stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.stdout.close(), proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"ingest failed:\n{stderr[-3000:]}")
-    shutil.rmtree(data_dir, ignore_errors=True)
+    run = _child(command)
+    seconds, stdout, peak = run["seconds"], run["stdout"], run["peak_rss_mib"]
     rows = int(stdout.split(" interactions (+")[0].rsplit(" ", 1)[1])
     return {
         "seconds": seconds,
         "rows_per_s": rows / seconds,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": peak,
         "stored": stdout.strip().splitlines()[-1],
     }
 
 
-if __name__ == "__main__":  # csv_of's child: python bench_scale.py ROWS SEED PATH
-    _write_csv(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+if __name__ == "__main__":  # the children: csv_of's (ROWS SEED PATH) and ALS's (als ...)
+    if sys.argv[1] == "als":
+        als_curves(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        _write_csv(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
