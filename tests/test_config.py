@@ -209,6 +209,13 @@ def test_config_every_experiment_file_composes_into_checked_settings(name, tmp_p
     from recmf.config import compose_settings
     from recmf.settings import TrainConfig
 
+    if name == "large":  # no data set of its own: it changes the batches and the step only
+        cfg = compose_settings("train", ["experiment=large", "model.lr=0.03"])
+        assert (cfg.model.user_batch_size, cfg.model.lr, cfg.dataset.name) == (
+            1024, 0.03, "synthetic"
+        )
+        assert cfg.db.schema == "recmf" and cfg.model.reg == "auto"
+        return
     (tmp_path / "u.data").write_text("")
     cfg = compose_settings("train", [f"experiment={name}", f"dataset.path={tmp_path}"])
     assert isinstance(cfg, TrainConfig)
