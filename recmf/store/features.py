@@ -6,8 +6,9 @@ rated), first_ts, last_ts. item_features: the same plus n_users (distinct users)
 as SQL ``rank()``).
 
 Two ways to the same rows. A later ingest recomputes, in SQL, the rows of the users and items
-it touched. The first load into an empty store computes every row in numpy from the sorted
-arrays it has in memory and COPYs them in: at 5 M rows the SQL aggregates take 6 s on 2 cores
+it touched. The first load into an empty store computes every row in numpy from its rows, a
+range of users at a time sorted by the natural key (:class:`FirstLoadFeatures`), and COPYs them
+in: at 5 M rows the SQL aggregates take 6 s on 2 cores
 (``count(DISTINCT)`` sorts), numpy 0.3 s. A test checks that both ways give the same rows.
 """
 

@@ -44,7 +44,8 @@ _open_handles: dict[Path, int] = {}  # pgdata -> EmbeddedServer handles open in 
 
 
 # A local store with no replicas: a first load's COPY and key index into the table it
-# truncated then skip the WAL (a 20M-row ingest 34.5 s -> 30.6 s here), and are fsynced at commit.
+# truncated then skip the WAL (a 20M-row ingest 37.5-39.8 s -> 34.5 s here, the code otherwise
+# the same), and are fsynced at commit.
 _SERVER_SETTINGS = "\n# recmf\nwal_level = minimal\nmax_wal_senders = 0\n"
 
 
