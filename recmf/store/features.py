@@ -23,20 +23,6 @@ from recmf.store.copy_io import copy_in, encode_fixed
 from recmf.store.schema import StoreTables
 
 
-def load_features(
-    cursor: Any,
-    tables: StoreTables,
-    user_key: np.ndarray,
-    item_key: np.ndarray,
-    rating: np.ndarray,
-    ts: np.ndarray,
-) -> None:
-    """Write every feature row for a first load of these rows (see :class:`FirstLoadFeatures`)."""
-    features = FirstLoadFeatures(cursor, tables)
-    features.add(user_key, item_key, rating, ts)
-    features.finish()
-
-
 class FirstLoadFeatures:
     """Every feature row of a first load, from its rows a part at a time: each part holds all
     the rows of its users, sorted by (user_key, item_key, ts); the items' sums grow with each
