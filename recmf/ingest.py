@@ -7,7 +7,6 @@ import logging
 import time
 
 from recmf.data import sources
-from recmf.data.sources import stream_source
 from recmf.errors import DataFormatError
 from recmf.settings import IngestConfig
 from recmf.store import FeatureStore, IngestResult
@@ -24,7 +23,7 @@ def run_ingest(cfg: IngestConfig) -> IngestResult:
     stays bounded whatever the file's size): a bad line there rolls it back, nothing is stored.
     """
     start = time.perf_counter()
-    chunks = stream_source(cfg.dataset, sources.BLOCK_BYTES)
+    chunks = sources.stream_source(cfg.dataset, sources.BLOCK_BYTES)  # read now: patchable
     first = next(chunks)
     with FeatureStore.open(cfg.db) as store:
         try:

@@ -57,7 +57,7 @@ __all__ = [
 
 def load_source(dataset: DatasetConfig) -> RawInteractions:
     """The interactions a ``dataset`` setting describes (dispatch on its type), read whole."""
-    return _concat(list(stream_source(dataset, block_bytes=None)))
+    return next(stream_source(dataset, block_bytes=None))  # unstreamed: one chunk
 
 
 BLOCK_BYTES = 32 << 20  # of a CSV per chunk when streaming: ~1.3M MovieLens lines, ~0.2 GB peak
@@ -126,21 +126,6 @@ def _slices(raw: RawInteractions, rows: int) -> Iterator[RawInteractions]:
             **({} if lo == 0 else {"item_titles": {}, "item_features": None,
                                    "user_features": None}),
         )  # fmt: skip
-
-
-def _concat(chunks: list[RawInteractions]) -> RawInteractions:
-    """Chunks of one source as one :class:`RawInteractions` (the first carries the rest)."""
-    if len(chunks) == 1:
-        return chunks[0]
-    first = chunks[0]
-    ratings = [c.rating for c in chunks]
-    return dataclasses.replace(
-        first,
-        user_id=np.concatenate([np.asarray(c.user_id, dtype=object) for c in chunks]),
-        item_id=np.concatenate([np.asarray(c.item_id, dtype=object) for c in chunks]),
-        rating=None if ratings[0] is None else np.concatenate(ratings),
-        timestamp=np.concatenate([c.timestamp for c in chunks]),
-    )
 
 
 def csv_chunks(
