@@ -103,7 +103,7 @@ class IngestResult:
         return line
 
 
-PART_ROWS = 1 << 20  # rows sorted and copied at a time: ~0.1 GB of client memory at most
+PART_ROWS = 1 << 20  # rows sorted at a time (28 MB parked; 20M-row ingest peak 0.83 GB)
 
 
 def write_interactions(
