@@ -50,6 +50,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=False,
         help="also train recmf and ALS on the ingested data: time to quality",
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where recmf trains and evaluates (ALS runs on the CPU: implicit's pip wheels have "
+        "no GPU build)",
+    )
+    p.add_argument(
+        "--als-params",
+        nargs=2,
+        type=float,
+        metavar=("REG", "ALPHA"),
+        default=None,
+        help="fit ALS at this one grid point instead of the 3x3 grid (regularization, alpha)",
+    )
     p.add_argument("--workdir", default=".recmf/benchmark/scale")
     p.add_argument("--out", default=None)
 
@@ -57,7 +72,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    out: dict = {"cpu_count": os.cpu_count(), "sizes": []}
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    grid = ALS_GRID if args.als_params is None else [
+        {"factors": 64, "regularization": args.als_params[0], "alpha": args.als_params[1]}
+    ]  # fmt: skip
+    out: dict = {"cpu_count": os.cpu_count(), "device": device, "sizes": []}
     for rows in args.rows:
         csv = csv_of(rows, args.seed, workdir)
         data_dir = workdir / "pgdata"
@@ -71,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.train:
-            result.update(time_to_quality(data_dir, workdir, rows, args.seed))
+            result.update(time_to_quality(data_dir, workdir, rows, args.seed, device, grid))
             r, a = result["recmf"], result["ALS"]
             reach = result["recmf_seconds_to_als_best"]
             print(
@@ -85,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
                    if reach is not None else "never"),
                 flush=True,
             )  # fmt: skip
+            if device == "cuda":  # the issue's yardstick: implicit's published GPU ALS speed
+                result["published_gpu_als_seconds_to_best"] = g = (
+                    PUBLISHED_GPU_ALS_S_PER_ITERATION * a["best_iteration"]
+                )
+                print(f"  implicit's published GPU ALS ({PUBLISHED_GPU_ALS_S_PER_ITERATION} s an "
+                      f"iteration at this scale) would take {g:.1f} s to ALS's best iteration "
+                      f"({a['best_iteration']})", flush=True)  # fmt: skip
         shutil.rmtree(data_dir, ignore_errors=True)
     saved = save(args, "scale.json", out)
     if args.train:
@@ -100,21 +130,27 @@ RECMF = ["experiment=large", "refit=false", "model.recency=0", "model.reg=0.08"]
 ALS_GRID = [{"factors": 64, "regularization": r, "alpha": a} for r in (1.0, 10.0, 100.0)
             for a in (0.3, 1.0, 3.0)]  # fmt: skip
 ALS_MAX_ITERATIONS, ALS_PATIENCE = 30, 3
+# implicit's GPU ALS on MovieLens-20M-sized data, as its authors publish it (issue 14's yardstick)
+PUBLISHED_GPU_ALS_S_PER_ITERATION = 0.33
 
 
-def time_to_quality(data_dir: Path, workdir: Path, rows: int, seed: int) -> dict:
-    """recmf and ALS on the same split (recmf's run's), each in a child process."""
+def time_to_quality(
+    data_dir: Path, workdir: Path, rows: int, seed: int, device: str, grid: list[dict]
+) -> dict:
+    """recmf (on ``device``) and ALS (on the CPU, over ``grid``) on the same split (recmf's
+    run's), each in a child process."""
     import sqlite3
 
     tracking = workdir / "mlflow.db"
     logger = [f"logger.tracking_uri=sqlite:///{tracking.resolve()}",
               "logger.experiment_name=scale", f"db.data_dir={data_dir.resolve()}",
               "db.schema=bench_scale"]  # fmt: skip
+    on = f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}"
     train = _child([sys.executable, str(ROOT / "scripts" / "train.py"), *logger, *RECMF,
-                    f"seed={seed}", "progress=lines"])  # fmt: skip
+                    f"seed={seed}", "progress=lines", on])  # fmt: skip
     run_id = train["stdout"].strip().splitlines()[-1].split()[1].rstrip(":")
     _child([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *logger, f"run_id={run_id}",
-            "ks=[10]"])  # fmt: skip
+            "ks=[10]", f"device={device}"])  # fmt: skip
     with sqlite3.connect(tracking) as db:
         (start,) = db.execute("SELECT start_time FROM runs WHERE run_uuid=?", (run_id,)).fetchone()
         curve = db.execute(
@@ -129,6 +165,7 @@ def time_to_quality(data_dir: Path, workdir: Path, rows: int, seed: int) -> dict
     best_epoch, best = max(enumerate((v for _, v, _ in curve), 1), key=lambda ev: ev[1])
     recmf = {
         "config": RECMF,
+        "device": device,
         "run_id": run_id,
         "curve": recmf_curve,  # [seconds since the run started training, validation NDCG@10]
         "best_val_ndcg": best,
@@ -139,7 +176,7 @@ def time_to_quality(data_dir: Path, workdir: Path, rows: int, seed: int) -> dict
     }
     als_json = workdir / f"als-{rows}.json"
     als_run = _child([sys.executable, __file__, "als", run_id, str(tracking.resolve()),
-                      str(als_json), str(seed)])  # fmt: skip
+                      str(als_json), str(seed), json.dumps(grid)])  # fmt: skip
     als = json.loads(als_json.read_text())
     als["peak_rss_mib"] = als_run["peak_rss_mib"]
     reach = next((t for t, v in recmf_curve if v >= als["best_val_ndcg"]), None)
@@ -174,7 +211,7 @@ class _Stalled(Exception):
     """Raised by the ALS callback to end a fit whose validation stopped improving."""
 
 
-def als_curves(run_id: str, tracking: str, out: str, seed: int) -> None:
+def als_curves(run_id: str, tracking: str, out: str, seed: int, grid: list[dict]) -> None:
     """The ALS child: every grid point fitted an iteration at a time on the run's training part,
     scored on its validation part after each, until it stops improving; the best one's curve."""
     import numpy as np
@@ -199,7 +236,7 @@ def als_curves(run_id: str, tracking: str, out: str, seed: int) -> None:
     x = _matrix(*saved.pairs("train"), n_users, n_items)
     runs = []
     t_all = time.perf_counter()
-    for params in ALS_GRID:
+    for params in grid:
         model = AlternatingLeastSquares(
             **params, iterations=ALS_MAX_ITERATIONS, random_state=seed, num_threads=0
         )
@@ -324,6 +361,7 @@ def ingest(csv: Path, data_dir: Path) -> dict:
 
 if __name__ == "__main__":  # the children: csv_of's (ROWS SEED PATH) and ALS's (als ...)
     if sys.argv[1] == "als":
-        als_curves(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        grid = json.loads(sys.argv[6]) if len(sys.argv) > 6 else ALS_GRID
+        als_curves(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), grid)
     else:
         _write_csv(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

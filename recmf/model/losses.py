@@ -46,5 +46,61 @@ def softmax_loss(
     return _mean(torch.logsumexp(logits, 1).index_select(0, rows) - picked, weights)
 
 
+class _FullSoftmax(torch.autograd.Function):
+    """:func:`full_softmax_loss`'s forward and backward over one (B, n_items) buffer."""
+
+    @staticmethod
+    def forward(ctx, u, bu, v, bi, rows, cols, weights):
+        scores = torch.mm(u, v.T) if bi is None else torch.addmm(bi.view(1, -1), u, v.T)
+        if bu is not None:
+            scores.add_(bu.view(-1, 1))
+        picked = scores.view(-1).index_select(0, rows * scores.shape[1] + cols)
+        top = scores.amax(1, keepdim=True)
+        exp = scores.sub_(top).exp_()  # in place: the buffer now holds exp(s - max)
+        sums = exp.sum(1)
+        lse = top.squeeze(1) + sums.log()
+        w = torch.ones_like(picked) if weights is None else weights.to(picked.dtype)
+        total = w.sum()
+        ctx.save_for_backward(u, v, rows, cols, w, sums, total)
+        ctx.exp, ctx.has_bu, ctx.has_bi = exp, bu is not None, bi is not None
+        return ((lse.index_select(0, rows) - picked) * w).sum() / total
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, v, rows, cols, w, sums, total = ctx.saved_tensors
+        g, ctx.exp = ctx.exp, None
+        # d loss / d s = (row weight / total) * softmax(s) - (pair weight / total) at the pairs
+        share = torch.zeros_like(sums).index_add_(0, rows, w) / total
+        g.mul_((share * grad / sums).view(-1, 1))
+        g.view(-1).index_add_(0, rows * g.shape[1] + cols, w * (-grad / total))
+        du, dv = torch.mm(g, v), torch.mm(g.T, u)
+        dbi = g.sum(0) if ctx.has_bi else None
+        # a row's softmax gradient sums to zero: the user's bias cannot change its loss
+        dbu = torch.zeros_like(sums) if ctx.has_bu else None
+        return du, dbu, dv, dbi, None, None, None
+
+
+def full_softmax_loss(
+    u: torch.Tensor,
+    bu: torch.Tensor | None,
+    v: torch.Tensor,
+    bi: torch.Tensor | None,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`softmax_loss` of the scores ``u @ v.T + bi + bu``, without building them as an
+    autograd graph: one (B, n_items) buffer holds the scores, then their exponentials, then
+    their gradient (the graph's logsumexp, index and sum kept five such buffers alive, and each
+    new one is fresh memory the kernel must map and zero).
+
+    Args:
+        u: (B, d) user vectors; bu: (B,) user biases (the global one included) or None.
+        v: (n_items, d) item vectors; bi: (n_items,) item biases or None.
+        rows, cols, weights: as :func:`softmax_loss`.
+    """
+    return _FullSoftmax.apply(u, bu, v, bi, rows, cols, weights)
+
+
 def mse_loss(pred: torch.Tensor, rating: torch.Tensor, weights=None) -> torch.Tensor:
     return _mean((pred - rating) ** 2, weights)

@@ -60,6 +60,16 @@ class MatrixFactorization(nn.Module):
         scores = torch.addmm(item_bias, users, self.item_emb.weight.T)
         return scores.add_(self.user_bias(user_idx) + self.global_bias)
 
+    def score_parts(self, user_idx: torch.Tensor):
+        """What :meth:`score_all` adds up, unadded: (user vectors (B, d), user biases (B,) with
+        the global one, item vectors (n_items, d), item biases (n_items,)); biases None
+        without them (:func:`recmf.model.losses.full_softmax_loss` takes these)."""
+        users = self.user_emb(user_idx)
+        if not self.use_bias:
+            return users, None, self.item_emb.weight, None
+        bu = self.user_bias(user_idx).squeeze(-1) + self.global_bias
+        return users, bu, self.item_emb.weight, self.item_bias.weight.view(-1)
+
     def hparams(self) -> dict:
         """Constructor arguments, to rebuild the module from saved weights."""
         return {

@@ -135,6 +135,14 @@ class TwoTower(MatrixFactorization):
             score = score + bu + bi + self.global_bias
         return score.reshape(shape)
 
+    def score_parts(self, user_idx: torch.Tensor):
+        """As :meth:`recmf.model.mf.MatrixFactorization.score_parts`."""
+        u, bu = self._side("user", user_idx)
+        items, bi = self._side("item", None)
+        if not self.use_bias:
+            return u, None, items, None
+        return u, bu + self.global_bias, items, bi
+
     def score_all(self, user_idx: torch.Tensor) -> torch.Tensor:
         u, bu = self._side("user", user_idx)
         items, bi = self._side("item", None)

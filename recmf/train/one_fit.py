@@ -89,6 +89,7 @@ def fit_once(
         split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
     )
     trim_heap()
+    reuse_freed_buffers()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
     shown, bar = progress.callbacks(cfg.progress, max_epochs)
     arguments = {**trainer_arguments(cfg.trainer), **extra}
@@ -116,5 +117,21 @@ def trim_heap() -> None:
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def reuse_freed_buffers() -> None:
+    """Have glibc serve large allocations from its heap and keep what is freed there, so that
+    each step's (users x items) buffers reuse memory already mapped: by default a buffer over
+    32 MB is mmapped fresh and unmapped when freed, and the kernel zeroes every page again on
+    each first touch (a 20M-row softmax step of 1024 users x 27k items: 296 against 455 ms)."""
+    import ctypes
+
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's mallopt parameters (malloc.h)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(m_mmap_max, 0)
+        libc.mallopt(m_trim_threshold, 1 << 30)  # keep up to 1 GB free at the heap's top
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
