@@ -160,6 +160,52 @@ def test_weighted_softmax_loss_ignores_zero_weight_pairs():
     assert weighted.item() == pytest.approx(only_first_two.item())
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_full_softmax_loss_matches_the_autograd_softmax_in_value_and_gradients(use_bias, weighted):
+    from recmf.model.losses import full_softmax_loss, softmax_loss
+
+    torch.manual_seed(0)
+    model = MatrixFactorization(30, 25, 6, use_bias=use_bias).double()
+    if use_bias:  # non-zero biases, so that a bias left out of the scores would show
+        torch.nn.init.normal_(model.item_bias.weight)
+        torch.nn.init.normal_(model.user_bias.weight)
+        torch.nn.init.normal_(model.global_bias)
+    users = torch.tensor([4, 0, 29, 7])
+    rows = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3])
+    cols = torch.tensor([3, 24, 3, 0, 1, 2, 9, 3])
+    weights = torch.rand(8, dtype=torch.float64) if weighted else None
+    params = [p for p in model.parameters()]
+    reference = softmax_loss(model.score_all(users), rows, cols, weights)
+    ref_grads = torch.autograd.grad(reference, params, allow_unused=True)
+    fused = full_softmax_loss(*model.score_parts(users), rows, cols, weights)
+    grads = torch.autograd.grad(fused, params, allow_unused=True)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
+    for want, got in zip(ref_grads, grads, strict=True):
+        want = torch.zeros_like(params[0]) if want is None else want
+        got = torch.zeros_like(want) if got is None else got
+        assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_counted_l2_equals_the_per_pair_l2_in_value_and_gradients():
+    torch.manual_seed(1)
+    model = MatrixFactorization(20, 15, 4).double()
+    torch.nn.init.normal_(model.user_bias.weight)
+    torch.nn.init.normal_(model.item_bias.weight)
+    lit = MFLitModule(model, "softmax", lr=0.01, reg=0.3, k=5, bias_reg=0.7)
+    users = torch.tensor([3, 7, 9, 1])
+    rows, cols = torch.tensor([0, 0, 1, 2, 2, 2, 3]), torch.tensor([5, 6, 5, 1, 2, 14, 5])
+    per_pair = lit._l2(users[rows], cols, len(rows))
+    counted = lit._l2_counted(users, rows, cols)
+    params = [p for p in model.parameters()]
+    want = torch.autograd.grad(per_pair, params, allow_unused=True)
+    got = torch.autograd.grad(counted, params, allow_unused=True)
+    assert counted.item() == pytest.approx(per_pair.item(), rel=1e-12)
+    for w, g in zip(want, got, strict=True):
+        assert (w is None) == (g is None)
+        assert w is None or torch.allclose(g, w, atol=1e-12)
+
+
 def test_evaluation_matches_a_python_loop_reference():
     import math
 
