@@ -210,8 +210,9 @@ def test_config_every_experiment_file_composes_into_checked_settings(name, tmp_p
     from recmf.settings import TrainConfig
 
     if name == "large":  # no data set of its own: it changes the batches and the step only
-        cfg = compose_settings("train", ["experiment=large", "model.lr=0.03"])
-        assert cfg.model.user_batch_size == 1024 and cfg.model.lr == 0.03
+        cfg = compose_settings("train", ["experiment=large", "model.lr=0.05"])
+        assert cfg.model.user_batch_size == 1024 and cfg.model.lr_decay == 0.8
+        assert cfg.model.lr == 0.05  # the command line wins over the file's 0.03
         assert cfg.dataset.name == "synthetic"
         assert cfg.db.schema == "recmf" and cfg.model.reg == "auto"
         return
