@@ -5,7 +5,7 @@
 #   (recmf on the GPU, implicit's ALS on the machine's CPUs, time to ALS's quality).
 #
 #   scripts/gpu_bench.sh fetch       here, where PyPI is reachable: the wheels that machine's image
-#                                    lacks, into .whl/ (git-ignored; ~50 MB)
+#                                    lacks, into .whl/ (git-ignored; 38 wheels, 57 MB)
 #   scripts/gpu_bench.sh run [DIR]   there, with .whl/ carried beside the checkout and no network:
 #                                    installs them under /tmp, then writes the JSON, the plot and
 #                                    the log to DIR (default .recmf/benchmark/gpu)
@@ -63,8 +63,8 @@ run() {
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     echo "installed in $((SECONDS - t0)) s"
 
-    # the CSV's draw is single-threaded (~3.5 min at 20M on this project's 2-core machine): it
-    # runs on one core while the speed figures take the GPU
+    # the CSV's draw is single-threaded (most of the 3:28 a 20M synthetic ingest took on this
+    # project's 2-core machine): it runs on one core while the speed figures take the GPU
     local csv="$work/ratings-$rows-seed0.csv"
     [ -f "$csv" ] || python3 scripts/bench_scale.py "$rows" 0 "$csv" &
     local gen=$!

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from recmf.checks import LOSSES, USER_BATCHED  # noqa: F401  (names live where configs are checked)
+from recmf.model.mf import product_scores
 
 
 def _mean(per_pair: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -51,9 +52,7 @@ class _FullSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, bu, v, bi, rows, cols, weights):
-        scores = torch.mm(u, v.T) if bi is None else torch.addmm(bi.view(1, -1), u, v.T)
-        if bu is not None:
-            scores.add_(bu.view(-1, 1))
+        scores = product_scores(u, bu, v, bi)
         picked = scores.view(-1).index_select(0, rows * scores.shape[1] + cols)
         top = scores.amax(1, keepdim=True)
         exp = scores.sub_(top).exp_()  # in place: the buffer now holds exp(s - max)

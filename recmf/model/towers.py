@@ -143,14 +143,6 @@ class TwoTower(MatrixFactorization):
             return u, None, items, None
         return u, bu + self.global_bias, items, bi
 
-    def score_all(self, user_idx: torch.Tensor) -> torch.Tensor:
-        u, bu = self._side("user", user_idx)
-        items, bi = self._side("item", None)
-        scores = u @ items.T
-        if self.use_bias:
-            scores = scores + bi.view(1, -1) + bu.view(-1, 1) + self.global_bias
-        return scores
-
     @torch.no_grad()
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(the dot-product weights of every known user and item, as MatrixFactorization's
