@@ -272,6 +272,7 @@ def config_error_message(exc: BaseException, script: str) -> str | None:
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 PROGRESS = ("auto", "bar", "lines", "none")
+INITS = ("random", "svd")
 SPLITS = ("temporal", "random")
 
 
@@ -446,6 +447,7 @@ def _check_train(cfg: Any) -> None:
     )
     _int("seed", cfg.seed, 0, "42")
     _int("patience", cfg.patience, 0, "5")
+    _float("min_delta", cfg.min_delta, 0, float("inf"), "0.0005", open_low=False)
     _text("registered_model", cfg.registered_model, "recmf", optional=True)
     _text("resume", cfg.resume, "last", optional=True)
     _choice("progress", cfg.progress, PROGRESS)
@@ -454,6 +456,15 @@ def _check_train(cfg: Any) -> None:
         _float(f"split.{key}", cfg.split[key], 0, 1, "0.2", open_high=True)
     m = cfg.model
     _float("model.init_std", m.init_std, 0, float("inf"), "0.1")
+    _choice("model.init", m.init, INITS)
+    if m.init == "svd" and (m.get("name") == "tower" or cfg.loss == "mse"):
+        given = "arch=tower" if m.get("name") == "tower" else "loss=mse"
+        raise ConfigError(
+            f"model.init=svd starts a matrix factorization from the SVD of the training "
+            f"interactions, scaled for ranking; it does not apply with {given} (towers embed "
+            f"features; mse predicts ratings). Pass model.init=random, or arch=mf with a ranking "
+            f"loss (softmax, bpr, bce)."
+        )
     _float("model.lr", m.lr, 0, float("inf"), "0.01")
     _float("model.lr_decay", m.lr_decay, 0, 1, "1.0")
     for key in ("reg", "recency"):

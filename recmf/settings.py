@@ -43,6 +43,7 @@ class MFConfig:  # configs/arch/mf.yaml
     name: str = "mf"  # the architecture (arch=): mf | tower
     use_bias: bool = MISSING
     init_std: float = MISSING
+    init: str = MISSING  # random | svd: the embeddings' start (recmf.model.svd_start)
     lr: float = MISSING
     lr_decay: float = MISSING
     reg: Any = MISSING  # a number, or auto: chosen on validation (recmf.train.selection)
@@ -142,6 +143,7 @@ class TrainConfig:  # configs/train.yaml
     loss: str = "softmax"
     seed: int = 42
     patience: int = 5
+    min_delta: float = 0.0  # what counts as better for early stopping (NDCG@k, RMSE)
     refit: bool = True
     registered_model: str | None = None
     resume: str | None = None

@@ -57,19 +57,22 @@ def test_auto_is_the_default_and_other_words_are_refused_with_a_message():
         assert message.startswith(f"{key} must be a number >= 0 or auto") and "Pass e.g." in message
 
 
-def test_a_raced_candidate_follows_the_plain_run_it_stands_for(tmp_path):
-    """A candidate of the race starts from the plain run's initialisation and sees its batches:
-    its validation curve is the plain run's (up to the rounding of batched products)."""
+@pytest.mark.parametrize("init", ["random", "svd"])
+def test_a_raced_candidate_follows_the_plain_run_it_stands_for(init, tmp_path):
+    """A candidate of the race starts from the plain run's initialisation (model.init's) and
+    sees its batches: its validation curve is the plain run's (up to the rounding of batched
+    products)."""
     from recmf.train.fitting import fit_select_refit, quiet_lightning
     from recmf.train.selection import _race
 
     quiet_lightning()
     split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
-    cfg = _settings("model.recency=auto", "model.reg=0.08", "refit=false")
+    cfg = _settings("model.recency=auto", "model.reg=0.08", "refit=false", f"model.init={init}")
     trials = _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
     plain = fit_select_refit(
-        _settings("model.recency=4", "model.reg=0.08", "refit=false"), split, False, tmp_path
-    )
+        _settings("model.recency=4", "model.reg=0.08", "refit=false", f"model.init={init}"),
+        split, False, tmp_path,
+    )  # fmt: skip
     raced = trials[1]
     assert raced.epoch == plain.best_epoch
     assert raced.val == pytest.approx(plain.best_val, abs=2e-3)
@@ -117,3 +120,24 @@ def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in
     assert set(fitted.chosen) == {"recency"}
     best = max(fitted.trials, key=lambda t: t["val"])
     assert fitted.chosen["recency"] == best["recency"] and fitted.best_val == best["val"]
+
+
+def test_min_delta_stops_a_run_and_a_race_whose_epochs_improve_by_less(tmp_path):
+    """An epoch is better only by more than min_delta: with an unreachable one, the plain run and
+    each raced candidate stop after patience epochs past their first, and the best epoch is
+    still the best one seen."""
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.selection import _race
+
+    quiet_lightning()
+    split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
+    keys = ["model.recency=4", "model.reg=0.08", "refit=false", "patience=2"]
+    creeping = fit_select_refit(_settings(*keys), split, False, tmp_path / "plain")
+    assert creeping.best_epoch > 3  # without min_delta it runs on (12 epochs at most)
+    stopped = fit_select_refit(_settings(*keys, "min_delta=1"), split, False, tmp_path / "md")
+    assert stopped.best_epoch in (1, 2, 3)
+    cfg = _settings("model.recency=auto", "model.reg=0.08", "patience=2", "min_delta=1")
+    trials = _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+    for trial in trials:
+        assert len(trial.curve) == 3  # epoch 1 sets the bar, 2 and 3 do not clear it by 1
+        assert trial.val == max(trial.curve)

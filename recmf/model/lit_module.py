@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 
@@ -131,6 +133,7 @@ class MFLitModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_acc = MetricAccumulator([self.k], self.model.n_items, self.device)
         self._val_rmse = None
+        self._val_started = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         exclude, truth = batch["exclude"], batch["truth"]
@@ -155,6 +158,8 @@ class MFLitModule(L.LightningModule):
         if self._val_rmse is not None:
             self.log("val/rmse", self._val_rmse, prog_bar=True, sync_dist=True)
             self._val_rmse = None
+        # what validation adds to an epoch (benchmark.py scale counts training time without it)
+        self.log("time/validation_seconds", time.perf_counter() - self._val_started)
 
     def configure_optimizers(self):
         return adam(self.model.parameters(), self.lr, self.lr_decay)

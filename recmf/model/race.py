@@ -78,14 +78,14 @@ class RaceLitModule(L.LightningModule):
     per column, :class:`recmf.data.batches.InteractionsDataModule` given several) and pays
     ``regs[j]`` L2 on the embedding rows a step touches, per positive pair, as
     :class:`recmf.model.lit_module.MFLitModule` does for one model. After each validation a
-    candidate that has not improved its NDCG@k for ``patience`` epochs is done and trains no
-    more. So is one that did not improve this epoch while its best is below ``prune`` times the
-    leader's best, once twice ``patience`` epochs (at least 6) have passed: curves cross late
-    and slowly (on ml-latest-small recency 4 was 15% behind at epoch 7 and passed recency 2 at
-    epoch 26), so a candidate still improving stays. The leader is the
-    best of the candidates still running and of ``reference`` up to this epoch (the validation
-    curve of an earlier race's candidate, trained on the same batches). The fit stops when every
-    candidate is done. ``best`` holds each candidate's best NDCG@k, its epoch (1-based), its
+    candidate that has not improved its NDCG@k by more than ``min_delta`` for ``patience``
+    epochs is done and trains no more. So is one that did not improve this epoch while its best
+    is below ``prune`` times the leader's best, once twice ``patience`` epochs (at least 6)
+    have passed: curves cross late and slowly (on ml-latest-small recency 4 was 15% behind at
+    epoch 7 and passed recency 2 at epoch 26), so a candidate still improving stays. The leader
+    is the best of the candidates still running and of ``reference`` up to this epoch (the
+    validation curve of an earlier race's candidate, trained on the same batches). The fit stops
+    when every candidate is done. ``best`` holds each candidate's best NDCG@k, its epoch (1-based), its
     weights then and its ``curve`` (the NDCG@k of each epoch it ran).
 
     Logged per epoch: ``val/ndcg_at_{k}`` (the best candidate's this epoch) and each
@@ -104,6 +104,7 @@ class RaceLitModule(L.LightningModule):
         lr_decay: float = 1.0,
         prune: float = 0.85,
         reference: list[float] | None = None,
+        min_delta: float = 0.0,
     ):
         super().__init__()
         self.model, self.labels, self.k, self.lr, self.patience = model, labels, k, lr, patience
@@ -115,6 +116,8 @@ class RaceLitModule(L.LightningModule):
         self.alive = list(range(model.n_models))
         self.best: list[dict] = [{"val": -1.0, "epoch": 0, "state": None} for _ in labels]
         self._waits = [0] * model.n_models
+        self.min_delta = min_delta
+        self._bar = [-1.0] * model.n_models  # what an epoch must beat to reset the wait
         self._accs: dict[int, MetricAccumulator] = {}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -175,7 +178,8 @@ class RaceLitModule(L.LightningModule):
             best["curve"] = [*best.get("curve", []), value]
             if value > best["val"]:
                 best.update(val=value, epoch=epoch, state=self.model.state_of(j))
-                self._waits[j] = 0
+            if value > self._bar[j] + self.min_delta:  # as Lightning's EarlyStopping counts
+                self._bar[j], self._waits[j] = value, 0
             else:
                 self._waits[j] += 1
         self.log(f"val/{key}", float(vector.max()), prog_bar=True, sync_dist=False)

@@ -178,7 +178,9 @@ def fit_select_refit(
         best_path, best_val = picked.best_path, picked.best.val
     elif phase == "train":
         ckpt = ModelCheckpoint(dirpath=workdir, filename="best", monitor=monitor, mode=mode)
-        stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
+        stop = EarlyStopping(
+            monitor=monitor, mode=mode, patience=cfg.patience, min_delta=cfg.min_delta
+        )
         last = _existing(workdir / "last.ckpt") if resume else None
         callbacks = [ckpt, _every_epoch(workdir), stop, *extra]
         lit, _ = fit_once(

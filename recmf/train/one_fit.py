@@ -88,6 +88,9 @@ def fit_once(
     dm = InteractionsDataModule(
         split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency
     )
+    fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
+    if fresh_svd:
+        start_from(cfg, [model], dm.train_items)
     trim_heap()
     reuse_freed_buffers()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
@@ -100,12 +103,26 @@ def fit_once(
         callbacks=[*callbacks, *shown],
     )
     try:
+        if fresh_svd and validate:  # the start's validation figures, logged at step 0
+            trainer.validate(lit, dm, verbose=False)
         trainer.fit(lit, dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl+C (and our SIGTERM) into exit(1)
             raise TrainingInterrupted(prefix, trainer.current_epoch) from None
         raise
     return lit, trainer
+
+
+def start_from(cfg: TrainConfig, models: list, train_items) -> None:
+    """Give each of ``models`` (the same fresh matrix factorization) the start ``cfg.model.init``
+    asks for beyond the random one: the SVD start, computed once (model.init=svd)."""
+    if cfg.model.init != "svd" or not models:
+        return
+    from recmf.model.svd_start import start_from_svd
+
+    start_from_svd(models[0], train_items, cfg.seed)
+    for other in models[1:]:
+        other.load_state_dict(models[0].state_dict())
 
 
 def trim_heap() -> None:

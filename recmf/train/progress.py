@@ -92,4 +92,16 @@ def _epoch_lines(max_epochs: int):
                 )
             )
 
+        def on_validation_start(self, trainer, pl_module) -> None:
+            self._v0 = time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.global_rank != 0 or trainer.state.fn != "validate":
+                return  # during a fit the epoch's line shows its validation
+            metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            line = format_epoch(pl_module.log_prefix, 0, trainer.max_epochs or max_epochs,
+                                metrics, time.perf_counter() - self._v0)  # fmt: skip
+            head = f"{pl_module.log_prefix} epoch 0/{trainer.max_epochs or max_epochs}:"
+            log.info(line.replace(head, f"{pl_module.log_prefix} start (before epoch 1):", 1))
+
     return EpochLines()

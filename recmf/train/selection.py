@@ -150,7 +150,7 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
     from recmf.errors import TrainingInterrupted
     from recmf.model.race import RaceLitModule, StackedMF
     from recmf.train import progress
-    from recmf.train.one_fit import build_model, trainer_arguments
+    from recmf.train.one_fit import build_model, start_from, trainer_arguments
 
     m = cfg.model
     data = split.train
@@ -158,6 +158,11 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
     for _ in pairs:  # each from the initialisation a plain run with this seed starts from
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         models.append(build_model(cfg, data.n_users, data.n_items, None))
+    dm = InteractionsDataModule(
+        split, cfg.loss, m.user_batch_size, m.n_negatives, seed=cfg.seed,
+        recency=tuple(r for r, _ in pairs),
+    )  # fmt: skip
+    start_from(cfg, models, dm.train_items)  # what fit_once would start each from
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = [Trial(r, g, 0.0, 0).label for r, g in pairs]
     lit = RaceLitModule(
@@ -167,14 +172,12 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
         k=cfg.k,
         lr=m.lr,
         patience=cfg.patience,
+        min_delta=cfg.min_delta,
         bias_reg=m.bias_reg,
         lr_decay=m.lr_decay,
         reference=reference,
     )
-    dm = InteractionsDataModule(
-        split, cfg.loss, m.user_batch_size, m.n_negatives, seed=cfg.seed,
-        recency=tuple(r for r, _ in pairs),
-    )  # fmt: skip
+
     shown, bar = progress.callbacks(cfg.progress, cfg.trainer.max_epochs)
     arguments = trainer_arguments(cfg.trainer)
     arguments.update(enable_progress_bar=bar, enable_checkpointing=False)
@@ -205,7 +208,7 @@ def _one(cfg, split, workdir: Path, extra: list, inputs, recency: float, reg: fl
     directory = workdir / "select" / trial.label
     monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
     ckpt = ModelCheckpoint(dirpath=directory, filename="best", monitor=monitor, mode=mode)
-    stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
+    stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience, min_delta=cfg.min_delta)
     try:
         fit_once(with_values(cfg, {"recency": recency, "reg": reg}), split, False,
              [ckpt, stop, *extra], cfg.trainer.max_epochs, "train", True, None, inputs)  # fmt: skip
