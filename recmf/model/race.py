@@ -85,8 +85,8 @@ class RaceLitModule(L.LightningModule):
     epoch 7 and passed recency 2 at epoch 26), so a candidate still improving stays. The leader
     is the best of the candidates still running and of ``reference`` up to this epoch (the
     validation curve of an earlier race's candidate, trained on the same batches). The fit stops
-    when every candidate is done. ``best`` holds each candidate's best NDCG@k, its epoch (1-based), its
-    weights then and its ``curve`` (the NDCG@k of each epoch it ran).
+    when every candidate is done. ``best`` holds each candidate's best NDCG@k, its epoch
+    (1-based), its weights then and its ``curve`` (the NDCG@k of each epoch it ran).
 
     Logged per epoch: ``val/ndcg_at_{k}`` (the best candidate's this epoch) and each
     candidate's as ``select/{label}/ndcg_at_{k}``.
