@@ -321,3 +321,20 @@ def test_validation_with_candidates_ranks_only_those_items():
         among_all, _ = evaluate_ranking(model.score_all, truth, seen, [5], 40)
     assert logged["val/ndcg_at_5"] == pytest.approx(among["ndcg_at_5"])
     assert among["ndcg_at_5"] != pytest.approx(among_all["ndcg_at_5"])  # the mask mattered
+
+
+def test_rank_scores_are_the_scores_less_each_users_own_bias():
+    """Validation ranks by rank_scores: a per-user constant apart from score_all, so each
+    user's order of items is the same."""
+    torch.manual_seed(0)
+    model = MatrixFactorization(30, 50, latent_dim=4)
+    with torch.no_grad():
+        for table in (model.user_bias.weight, model.item_bias.weight):
+            table.normal_()
+        model.global_bias.fill_(0.7)
+    users = torch.arange(30)
+    full, ranked = model.score_all(users), model.rank_scores(users)
+    user_part = model.user_bias.weight.view(-1) + model.global_bias
+    assert torch.allclose(full - ranked, user_part.view(-1, 1).expand_as(full), atol=1e-5)
+    assert not torch.allclose(full, ranked)  # the biases are not zero here
+    assert torch.equal(full.argsort(1), ranked.argsort(1))

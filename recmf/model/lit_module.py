@@ -137,11 +137,12 @@ class MFLitModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         exclude, truth = batch["exclude"], batch["truth"]
-        score, candidates = self.model.score_all, batch.get("candidates")
+        # each user's items ranked: a per-user constant (the user bias) does not change that
+        score, candidates = self.model.rank_scores, batch.get("candidates")
         if candidates is not None:  # rank only these items (the others can never be in the top)
 
-            def score(users, score_all=self.model.score_all):
-                return score_all(users).masked_fill(~candidates, float("-inf"))
+            def score(users, rank_scores=self.model.rank_scores):
+                return rank_scores(users).masked_fill(~candidates, float("-inf"))
 
         for chunk, top, _ in topk_chunks(score, batch["users"], exclude, self.k):
             self._val_acc.add(chunk, top, truth, exclude)

@@ -51,6 +51,12 @@ class MatrixFactorization(nn.Module):
         """Scores of the given users against every item, shape (B, n_items)."""
         return product_scores(*self.score_parts(user_idx))
 
+    def rank_scores(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """:meth:`score_all` less each user's own bias: the same order within each row, one
+        pass over the (B, n_items) scores fewer (validation of 138k x 27k: ~6.0 -> ~4.7 s)."""
+        users, _, items, item_bias = self.score_parts(user_idx)
+        return product_scores(users, None, items, item_bias)
+
     def score_parts(self, user_idx: torch.Tensor):
         """What :meth:`score_all` adds up, unadded: (user vectors (B, d), user biases (B,) with
         the global one, item vectors (n_items, d), item biases (n_items,)); biases None

@@ -10,6 +10,8 @@ noise.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from recmf.data.sparse import UserItems
@@ -18,26 +20,33 @@ ITEM_WEIGHT_EXPONENT = 0.5  # columns scaled by popularity ** -0.5 (0.3 and 0.6 
 OVERSAMPLING, POWER_ITERATIONS = 16, 2  # randomized SVD (Halko et al.): extra columns, passes
 
 
+def _csr(indptr, indices, values, shape) -> torch.Tensor:
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state", per process
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(indptr, indices, values, shape, check_invariants=False)
+
+
 def truncated_svd(items: UserItems, n_items: int, rank: int, seed: int):
     """(P, V): V (n_items, rank) the top right singular vectors of the item-normalised binary
     matrix X D (X: ``items`` as a users x items 0/1 matrix, D = popularity ** -0.5), P = X V
     (n_users, rank) each user's history projected on them, so that P V^T is PureSVD's score.
     ``rank`` is at most min(n_users, n_items)."""
     n_users = items.n_users
-    cols = items.indices.long()
+    index = torch.int32 if max(n_users, n_items, len(items.indices)) < 2**31 else torch.int64
+    cols = items.indices.to(index)  # int32 where it fits: the transpose's sort is the peak
     popularity = torch.bincount(cols, minlength=n_items).float()
     weight = popularity.clamp(min=1).pow(-ITEM_WEIGHT_EXPONENT)
     values = weight[cols]
-    a = torch.sparse_csr_tensor(
-        items.indptr, cols, values, (n_users, n_items), check_invariants=False
-    )  # X D
-    rows = torch.repeat_interleave(torch.arange(n_users), items.indptr.diff())
+    indptr = items.indptr.to(index)
+    a = _csr(indptr, cols, values, (n_users, n_items))  # X D
     order = torch.sort(cols, stable=True).indices  # the transpose: item-major, users sorted
-    indptr_t = torch.zeros(n_items + 1, dtype=torch.int64)
-    torch.cumsum(popularity.long(), 0, out=indptr_t[1:])
-    a_t = torch.sparse_csr_tensor(
-        indptr_t, rows[order], values[order], (n_items, n_users), check_invariants=False
-    )
+    rows = torch.repeat_interleave(torch.arange(n_users, dtype=index), items.indptr.diff())
+    rows = rows[order]
+    values_t = values[order]
+    del order
+    indptr_t = torch.zeros(n_items + 1, dtype=index)
+    torch.cumsum(popularity.to(index), 0, out=indptr_t[1:])
+    a_t = _csr(indptr_t, rows, values_t, (n_items, n_users))  # (X D)^T
     width = min(rank + OVERSAMPLING, n_users, n_items)
     generator = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(a @ torch.randn(n_items, width, generator=generator))
