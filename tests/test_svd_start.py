@@ -87,7 +87,9 @@ def _synthetic_split():
     return make_split(_interactions(synthetic(300, 120, 9000, seed=1)), "temporal", 0.2, 0.2, 0)
 
 
-def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(tmp_path):
+def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
+    tmp_path, caplog
+):
     """The first validation figure a run logs is the SVD start's own, before any step; the
     epochs follow it and the epoch selection is among the trained epochs."""
     import lightning as L
@@ -116,10 +118,14 @@ def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
     cfg = compose_settings(
         "train",
         ["latent_dim=8", "model.init=svd", "model.recency=0", "model.reg=0.08", "refit=false",
-         "trainer.max_epochs=2", "patience=5", "progress=none", "model.user_batch_size=32"],
+         "trainer.max_epochs=2", "patience=5", "progress=lines", "model.user_batch_size=32"],
     )  # fmt: skip
     logger = Capture()
-    fitted = fit_select_refit(cfg, split, logger, tmp_path)
+    with caplog.at_level("INFO", logger="recmf"):
+        fitted = fit_select_refit(cfg, split, logger, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "recmf"]
+    assert lines[0].startswith("train start (before epoch 1): val/ndcg_at_10 ")
+    assert lines[1].startswith("train epoch 1/2: loss ")
     curve = [(s, m["val/ndcg_at_10"]) for s, m in logger.rows if "val/ndcg_at_10" in m]
     assert len(curve) == 3 and curve[0][0] == 0  # the start, then epochs 1 and 2
     assert "time/validation_seconds" in logger.rows[0][1]
@@ -133,5 +139,6 @@ def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
     with torch.no_grad():
         expected = evaluate_ranking(model.score_all, val, train, [10], n_items)[0]["ndcg_at_10"]
     assert curve[0][1] == pytest.approx(expected, abs=1e-6)
+    assert f"val/ndcg_at_10 {curve[0][1]:.4f}" in lines[0]
     assert fitted.best_val == pytest.approx(max(v for _, v in curve[1:]))
     assert fitted.best_epoch in (1, 2)

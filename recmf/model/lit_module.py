@@ -160,7 +160,8 @@ class MFLitModule(L.LightningModule):
             self.log("val/rmse", self._val_rmse, prog_bar=True, sync_dist=True)
             self._val_rmse = None
         # what validation adds to an epoch (benchmark.py scale counts training time without it)
-        self.log("time/validation_seconds", time.perf_counter() - self._val_started)
+        seconds = time.perf_counter() - self._val_started
+        self.log("time/validation_seconds", seconds, sync_dist=True)
 
     def configure_optimizers(self):
         return adam(self.model.parameters(), self.lr, self.lr_decay)

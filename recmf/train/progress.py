@@ -55,14 +55,17 @@ def _stderr_bar():
     return StderrBar()
 
 
-def format_epoch(phase: str, epoch: int, max_epochs: int, metrics: dict, seconds: float) -> str:
-    """``train epoch 3/200: loss 5.8123, val/ndcg_at_10 0.2431 (1.2 s)``."""
+def format_epoch(
+    phase: str, epoch: int, max_epochs: int, metrics: dict, seconds: float, when: str = ""
+) -> str:
+    """``train epoch 3/200: loss 5.8123, val/ndcg_at_10 0.2431 (1.2 s)``; ``when`` in place of
+    ``epoch 3/200`` (``start (before epoch 1)``)."""
     shown = [
         f"{'loss' if name.endswith('/loss') else name} {float(value):.4f}"
         for name, value in sorted(metrics.items(), key=lambda kv: not kv[0].endswith("/loss"))
         if name.endswith("/loss") or name.startswith(("val/ndcg", "val/rmse"))  # what selects
     ]
-    return f"{phase} epoch {epoch}/{max_epochs}: {', '.join(shown)} ({seconds:.1f} s)"
+    return f"{phase} {when or f'epoch {epoch}/{max_epochs}'}: {', '.join(shown)} ({seconds:.1f} s)"
 
 
 def _epoch_lines(max_epochs: int):
@@ -99,9 +102,8 @@ def _epoch_lines(max_epochs: int):
             if trainer.global_rank != 0 or trainer.state.fn != "validate":
                 return  # during a fit the epoch's line shows its validation
             metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            line = format_epoch(pl_module.log_prefix, 0, trainer.max_epochs or max_epochs,
-                                metrics, time.perf_counter() - self._v0)  # fmt: skip
-            head = f"{pl_module.log_prefix} epoch 0/{trainer.max_epochs or max_epochs}:"
-            log.info(line.replace(head, f"{pl_module.log_prefix} start (before epoch 1):", 1))
+            seconds = time.perf_counter() - self._v0
+            when = "start (before epoch 1)"  # model.init=svd validates its start (one_fit)
+            log.info(format_epoch(pl_module.log_prefix, 0, 0, metrics, seconds, when))
 
     return EpochLines()
