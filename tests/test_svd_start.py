@@ -87,9 +87,7 @@ def _synthetic_split():
     return make_split(_interactions(synthetic(300, 120, 9000, seed=1)), "temporal", 0.2, 0.2, 0)
 
 
-def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
-    tmp_path, caplog
-):
+def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(tmp_path, caplog):
     """The first validation figure a run logs is the SVD start's own, before any step; the
     epochs follow it and the epoch selection is among the trained epochs."""
     import lightning as L
