@@ -144,6 +144,7 @@ class TrainConfig:  # configs/train.yaml
     seed: int = 42
     patience: int = 5
     min_delta: float = 0.0  # what counts as better for early stopping (NDCG@k, RMSE)
+    val_users: int = 0  # validation ranks at most this many users, a seeded sample; 0 = all
     refit: bool = True
     registered_model: str | None = None
     resume: str | None = None

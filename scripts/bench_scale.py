@@ -237,6 +237,8 @@ class _Stalled(Exception):
 def als_curves(run_id: str, tracking: str, out: str, seed: int, grid: list[dict]) -> None:
     """The ALS child: every grid point fitted an iteration at a time on the run's training part,
     scored on its validation part after each, until it stops improving; the best one's curve."""
+    import sqlite3
+
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
@@ -246,6 +248,7 @@ def als_curves(run_id: str, tracking: str, out: str, seed: int, grid: list[dict]
     from threadpoolctl import threadpool_limits
 
     from recmf.data.sparse import UserItems
+    from recmf.data.split import sample_users
     from recmf.eval.split_file import SavedSplit
     from recmf.settings import LoggerConfig
     from recmf.tracking import download_split
@@ -255,7 +258,15 @@ def als_curves(run_id: str, tracking: str, out: str, seed: int, grid: list[dict]
     n_users = int(max(u.max(initial=-1) for u, _ in parts)) + 1
     n_items = int(max(i.max(initial=-1) for _, i in parts)) + 1
     train = UserItems.from_pairs(*saved.pairs("train"), n_users)
-    val = UserItems.from_pairs(*saved.pairs("val"), n_users)
+    # the users recmf's run validated on: all, or its seeded sample (val_users)
+    val_u, val_i = saved.pairs("val")
+    with sqlite3.connect(tracking) as db:
+        params = dict(db.execute(
+            "SELECT key, value FROM params WHERE run_uuid=? AND key IN ('val_users', 'seed')",
+            (run_id,)).fetchall())  # fmt: skip
+    ranked = sample_users(np.unique(val_u), int(params.get("val_users", 0)), int(params["seed"]))
+    keep = np.isin(val_u, ranked)
+    val = UserItems.from_pairs(val_u[keep], val_i[keep], n_users)
     x = _matrix(*saved.pairs("train"), n_users, n_items)
     runs = []
     t_all = time.perf_counter()
@@ -291,6 +302,7 @@ def als_curves(run_id: str, tracking: str, out: str, seed: int, grid: list[dict]
     result = {
         "params": chosen["params"],
         "curve": chosen["curve"],  # [fitting seconds, validation NDCG@10] per iteration
+        "val_users": len(ranked),  # scored on the users recmf's run validated on
         "best_val_ndcg": val_ndcg,
         "best_iteration": iteration,
         "seconds_to_best": chosen["curve"][iteration - 1][0],

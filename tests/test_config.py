@@ -136,6 +136,7 @@ OUT_OF_RANGE = [
     ("train", "split=kfold", "split=kfold names no config of scripts/train.py"),
     ("train", "split.kind=kfold", "split.kind must be one of temporal, random"),
     ("train", "min_delta=-0.1", "min_delta must be a number >= 0"),
+    ("train", "val_users=-5", "val_users must be a whole number >= 0"),
     ("train", "model.init=pca", "model.init must be one of random, svd, got 'pca'"),
     ("train", "arch=tower model.init=svd", "model.init=svd starts a matrix factorization"),
     ("train", "loss=mse model.init=svd", "it does not apply with loss=mse"),
@@ -216,7 +217,7 @@ def test_config_every_experiment_file_composes_into_checked_settings(name, tmp_p
     if name == "large":  # no data set of its own: it changes the batches and the step only
         cfg = compose_settings("train", ["experiment=large", "model.lr=0.05"])
         assert cfg.model.user_batch_size == 1024 and cfg.model.lr_decay == 0.8
-        assert cfg.model.init == "svd" and cfg.min_delta == 0.0005
+        assert cfg.model.init == "svd" and cfg.min_delta == 0.0005 and cfg.val_users == 20000
         assert cfg.model.lr == 0.05  # the command line wins over the file's 0.03
         assert cfg.dataset.name == "synthetic"
         assert cfg.db.schema == "recmf" and cfg.model.reg == "auto"

@@ -323,6 +323,46 @@ def test_validation_with_candidates_ranks_only_those_items():
     assert among["ndcg_at_5"] != pytest.approx(among_all["ndcg_at_5"])  # the mask mattered
 
 
+def test_val_users_validates_on_a_seeded_sample_of_the_users_and_only_those():
+    """``val_users``: validation ranks that many of its users, the same ones for the same seed
+    (the scale benchmark draws ALS's the same way), and its figures are over them alone."""
+    split = checkerboard(60)
+    val = split.val
+    all_users = np.unique(val.user_idx)
+    L.seed_everything(0, verbose=False)
+    model = MatrixFactorization(60, 60, latent_dim=4, init_std=0.5)
+    lit = MFLitModule(model, "bpr", lr=0.05, reg=0.0, k=5)
+    drawn = {}
+    for seed in (3, 3, 4):
+        dm = InteractionsDataModule(split, "bpr", 2048, eval_chunk_size=16, seed=seed, val_users=20)
+        drawn.setdefault(seed, []).append(dm.val_dataloader().users.numpy())
+    sample = drawn[3][0]
+    assert len(sample) == 20 and np.isin(sample, all_users).all()
+    assert np.array_equal(sample, np.sort(sample)) and len(np.unique(sample)) == 20
+    assert np.array_equal(drawn[3][1], sample) and not np.array_equal(drawn[4][0], sample)
+    full = InteractionsDataModule(split, "bpr", 2048, seed=3, val_users=0).val_dataloader()
+    assert np.array_equal(full.users.numpy(), all_users)
+    assert (
+        len(
+            InteractionsDataModule(split, "bpr", 2048, seed=3, val_users=999).val_dataloader().users
+        )
+        == 60
+    )
+
+    dm = InteractionsDataModule(split, "bpr", 2048, eval_chunk_size=16, seed=3, val_users=20)
+    logged = tiny_trainer().validate(lit, dm, verbose=False)[0]
+    keep = np.isin(val.user_idx, sample)
+    truth = UserItems.from_pairs(val.user_idx[keep], val.item_idx[keep], 60)
+    everyone = UserItems.from_pairs(val.user_idx, val.item_idx, 60)
+    seen = UserItems.from_pairs(split.train.user_idx, split.train.item_idx, 60)
+    with torch.no_grad():
+        want, n = evaluate_ranking(model.score_all, truth, seen, [5], 60)
+        over_all, _ = evaluate_ranking(model.score_all, everyone, seen, [5], 60)
+    assert n == 20
+    assert logged["val/ndcg_at_5"] == pytest.approx(want["ndcg_at_5"])
+    assert want["ndcg_at_5"] != pytest.approx(over_all["ndcg_at_5"])  # the sample mattered
+
+
 def test_rank_scores_are_the_scores_less_each_users_own_bias():
     """Validation ranks by rank_scores: a per-user constant apart from score_all, so each
     user's order of items is the same."""

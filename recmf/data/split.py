@@ -31,6 +31,15 @@ class Split:
         }
 
 
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` of ``users`` (0: all), drawn at random by ``seed``, in ascending order: the
+    users that validation ranks under ``val_users`` (the scale benchmark draws ALS's the same)."""
+    users = np.asarray(users)
+    if n <= 0 or n >= len(users):
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
+
+
 def _is_user_time_sorted(data: Interactions) -> bool:
     """Whether rows are already in (user, time, item) order, as the split leaves its train part."""
     u, t, i = data.user_idx, data.timestamp, data.item_idx

@@ -160,7 +160,7 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
         models.append(build_model(cfg, data.n_users, data.n_items, None))
     dm = InteractionsDataModule(
         split, cfg.loss, m.user_batch_size, m.n_negatives, seed=cfg.seed,
-        recency=tuple(r for r, _ in pairs),
+        recency=tuple(r for r, _ in pairs), val_users=cfg.val_users,
     )  # fmt: skip
     start_from(cfg, models, dm.train_items)  # what fit_once would start each from
     L.seed_everything(cfg.seed, workers=True, verbose=False)
