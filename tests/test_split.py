@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recmf.data.interactions import Interactions, Vocab
-from recmf.data.split import make_split, random_split, temporal_split
+from recmf.data.split import make_split, random_split, temporal_split, user_time_order
 
 
 def make(users, items, times):
@@ -54,6 +54,25 @@ def test_split_breaks_time_ties_by_item_and_is_deterministic():
     assert a.test.item_idx[a.test.user_idx == 0].tolist() == [4]  # largest item id is "last"
     assert b.test.item_idx.tolist() == a.test.item_idx.tolist()
     assert a.train.item_idx.tolist() == b.train.item_idx.tolist()
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        (0, 50),  # small spans: the combined key, with many ties to break by item and position
+        (1_600_000_000, 1_600_010_000),  # unix seconds
+        (2**63 - 10_000, 2**63 - 1),  # the key's running sum wraps around and comes back
+        (-(2**60), 2**60),  # too wide to combine with the user and item ranges: np.lexsort
+    ],
+)
+def test_user_time_order_is_lexsorts_order(times):
+    rng = np.random.default_rng(7)
+    n = 5000
+    u = rng.integers(0, 300, n).astype(np.int32)
+    t = rng.integers(*times, n).astype(np.int64)
+    i = rng.integers(0, 40, n).astype(np.int32)
+    i[:100], u[:100], t[:100] = 3, 5, t[0]  # exact (user, time, item) repeats keep their order
+    assert np.array_equal(user_time_order(u, t, i), np.lexsort((i, t, u)))
 
 
 def test_split_drops_and_counts_items_unseen_in_train():

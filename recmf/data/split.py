@@ -40,6 +40,25 @@ def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
+def user_time_order(user_idx: np.ndarray, timestamp: np.ndarray, item_idx: np.ndarray):
+    """``np.lexsort((item_idx, timestamp, user_idx))``, the same order, from one stable argsort of
+    a combined int64 key when the three ranges fit in 63 bits (20M rows: 21.3 -> 6.3 s here;
+    lexsort makes a pass per key); lexsort itself otherwise."""
+    u, t, i = (np.asarray(a) for a in (user_idx, timestamp, item_idx))
+    if len(u) == 0 or not all(np.issubdtype(a.dtype, np.integer) for a in (u, t, i)):
+        return np.lexsort((i, t, u))
+    t_min = int(t.min())
+    span_t, span_i = int(t.max()) - t_min + 1, int(i.max()) + 1
+    if int(u.min()) < 0 or int(i.min()) < 0 or (int(u.max()) + 1) * span_t * span_i >= 2**63:
+        return np.lexsort((i, t, u))
+    key = u.astype(np.int64) * span_t
+    key += t  # may wrap around; subtracting t_min brings it back (int64 arithmetic is modular)
+    key -= t_min
+    key *= span_i
+    key += i
+    return np.argsort(key, kind="stable")
+
+
 def _is_user_time_sorted(data: Interactions) -> bool:
     """Whether rows are already in (user, time, item) order, as the split leaves its train part."""
     u, t, i = data.user_idx, data.timestamp, data.item_idx
@@ -65,7 +84,7 @@ def _order_from_end(data: Interactions) -> tuple[np.ndarray, ...]:
     if _is_user_time_sorted(data):
         order = np.arange(len(data))
     else:
-        order = np.lexsort((data.item_idx, data.timestamp, data.user_idx))
+        order = user_time_order(data.user_idx, data.timestamp, data.item_idx)
     return _places(data, order)
 
 

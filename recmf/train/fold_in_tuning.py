@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recmf.data.split import user_time_order
 from recmf.serve.fold_in import fold_in, fold_in_scores
 
 GRID = [{"reg": reg, "recency": recency} for reg in (1.0, 3.0, 10.0, 30.0) for recency in (0, 1, 3)]
@@ -18,7 +19,7 @@ def histories_of(users: np.ndarray, user_idx, item_idx, timestamp) -> list[np.nd
     """Each of ``users``' items in time order (earliest first), from aligned row arrays."""
     keep = np.isin(user_idx, users)
     u, i, t = user_idx[keep], item_idx[keep], timestamp[keep]
-    order = np.lexsort((i, t, u))
+    order = user_time_order(u, t, i)
     u, i = u[order], i[order]
     bounds = np.searchsorted(u, users), np.searchsorted(u, users, side="right")
     return [i[lo:hi] for lo, hi in zip(*bounds, strict=True)]
