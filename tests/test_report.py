@@ -439,3 +439,18 @@ def test_report_says_a_random_split_and_its_seed():
     )
     assert _split_kind({"config": {"split": {"kind": "temporal"}, "seed": 3}}) == "by time"
     assert _split_kind({}) == "by time"  # runs from before split.kind existed
+
+
+def test_report_says_when_validation_ranked_a_sample_of_users():
+    from recmf.eval.report import _summary
+
+    def first_paragraph(config: dict) -> str:
+        meta = {"best_epoch": 3, "monitor": "val/ndcg_at_10", "best_val": 0.2, "config": config}
+        return _summary(None, meta)[1][0]
+
+    sampled = first_paragraph({"val_users": 20000, "model": {}})
+    assert "(val/ndcg_at_10 0.2000, over a sample of 20,000 validation users (`val_users`))" in (
+        sampled
+    )
+    for config in ({"val_users": 0, "model": {}}, {"model": {}}):  # all users; older runs
+        assert "sample" not in first_paragraph(config)

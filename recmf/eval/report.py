@@ -148,6 +148,12 @@ def _split_kind(meta: dict) -> str:
     return "by time"
 
 
+def _validated_on(meta: dict) -> str:
+    """``, over a sample of N validation users`` when the run validated on one (val_users)."""
+    n = meta.get("config", {}).get("val_users") or 0
+    return f", over a sample of {_count(n)} validation users (`val_users`)" if n > 0 else ""
+
+
 def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
     """The title and the model and data paragraphs, in markdown's inline ``code`` only."""
     hp, data = meta.get("hparams", {}), meta.get("data", {})
@@ -158,7 +164,8 @@ def _summary(run_id: str | None, meta: dict) -> tuple[str, list[str]]:
         f"Dot-product matrix factorization, loss `{meta.get('loss')}`, latent_dim "
         f"{hp.get('latent_dim')}, biases {hp.get('use_bias')}, {hp.get('n_users')} users x "
         f"{hp.get('n_items')} items; best epoch {meta.get('best_epoch')} ({meta.get('monitor')} "
-        f"{meta.get('best_val', float('nan')):.4f}), refit on train+val: {meta.get('refit')}.",
+        f"{meta.get('best_val', float('nan')):.4f}{_validated_on(meta)}), refit on train+val: "
+        f"{meta.get('refit')}.",
         "Hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in params),
         f"Store `{data.get('url')}` schema `{data.get('schema')}`: {_count(data.get('n_users'))} "
         f"users, {_count(data.get('n_items'))} items, {_count(data.get('n_interactions'))} "
