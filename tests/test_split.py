@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recmf.data.interactions import Interactions, Vocab
-from recmf.data.split import make_split, random_split, temporal_split, user_time_order
+from recmf.data.split import key_order, make_split, random_split, temporal_split, user_time_order
 
 
 def make(users, items, times):
@@ -73,6 +73,15 @@ def test_user_time_order_is_lexsorts_order(times):
     i = rng.integers(0, 40, n).astype(np.int32)
     i[:100], u[:100], t[:100] = 3, 5, t[0]  # exact (user, time, item) repeats keep their order
     assert np.array_equal(user_time_order(u, t, i), np.lexsort((i, t, u)))
+
+
+def test_key_order_is_lexsorts_order_for_any_keys():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-50, 50, 3000), rng.integers(-(2**20), 2**20, 3000).astype(np.int32)
+    assert np.array_equal(key_order(a, b), np.lexsort((b, a)))  # negative values, two keys
+    f = rng.random(3000)
+    assert np.array_equal(key_order(a, f), np.lexsort((f, a)))  # floats: lexsort itself
+    assert key_order(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
 
 
 def test_split_drops_and_counts_items_unseen_in_train():

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recmf.data.split import key_order
+
 
 @dataclass(frozen=True)
 class UserItems:
@@ -26,10 +28,7 @@ class UserItems:
     ) -> UserItems:
         """Build from aligned (user, item) arrays; a repeated pair is kept once (max weight)."""
         u, i = np.asarray(user_idx), np.asarray(item_idx)
-        width = int(i.max()) + 1 if len(i) else 1
-        # lexsort's (user, item) order from one stable argsort of a combined key: 12.9M pairs
-        # 4.2 -> 0.5 s (np.lexsort makes a pass per key)
-        order = np.argsort(u.astype(np.int64) * width + i, kind="stable")
+        order = key_order(u, i)  # np.lexsort's (user, item) order, in one sort
         u, i = u[order], i[order]
         w = None if weights is None else np.asarray(weights, dtype=np.float32)[order]
         if len(u):

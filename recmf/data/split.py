@@ -40,23 +40,30 @@ def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
+def key_order(*keys: np.ndarray) -> np.ndarray:
+    """``np.lexsort(keys[::-1])`` (``keys`` most significant first), the same order, from one
+    stable argsort of a combined int64 key when the integer keys' ranges fit in 63 bits;
+    np.lexsort itself otherwise. np.lexsort makes a pass per key: 20M (user, time, item) rows
+    21.3 -> 6.3 s, 12.9M (user, item) pairs 4.2 -> 0.5 s here."""
+    keys = tuple(np.asarray(k) for k in keys)
+    if not len(keys[0]) or not all(np.issubdtype(k.dtype, np.integer) for k in keys):
+        return np.lexsort(keys[::-1])
+    lows = [int(k.min()) for k in keys]
+    spans = [int(k.max()) - low + 1 for k, low in zip(keys, lows, strict=True)]
+    if np.prod(spans, dtype=object) >= 2**63:  # Python integers: exact
+        return np.lexsort(keys[::-1])
+    combined = keys[0].astype(np.int64)
+    combined -= lows[0]
+    for k, low, span in zip(keys[1:], lows[1:], spans[1:], strict=True):
+        combined *= span
+        combined += k  # may wrap around; subtracting low brings it back (int64 is modular)
+        combined -= low
+    return np.argsort(combined, kind="stable")
+
+
 def user_time_order(user_idx: np.ndarray, timestamp: np.ndarray, item_idx: np.ndarray):
-    """``np.lexsort((item_idx, timestamp, user_idx))``, the same order, from one stable argsort of
-    a combined int64 key when the three ranges fit in 63 bits (20M rows: 21.3 -> 6.3 s here;
-    lexsort makes a pass per key); lexsort itself otherwise."""
-    u, t, i = (np.asarray(a) for a in (user_idx, timestamp, item_idx))
-    if len(u) == 0 or not all(np.issubdtype(a.dtype, np.integer) for a in (u, t, i)):
-        return np.lexsort((i, t, u))
-    t_min = int(t.min())
-    span_t, span_i = int(t.max()) - t_min + 1, int(i.max()) + 1
-    if int(u.min()) < 0 or int(i.min()) < 0 or (int(u.max()) + 1) * span_t * span_i >= 2**63:
-        return np.lexsort((i, t, u))
-    key = u.astype(np.int64) * span_t
-    key += t  # may wrap around; subtracting t_min brings it back (int64 arithmetic is modular)
-    key -= t_min
-    key *= span_i
-    key += i
-    return np.argsort(key, kind="stable")
+    """Rows in (user, time, item) order: ``np.lexsort((item_idx, timestamp, user_idx))``."""
+    return key_order(user_idx, timestamp, item_idx)
 
 
 def _is_user_time_sorted(data: Interactions) -> bool:
