@@ -44,6 +44,7 @@ def _parity_frame(n: int = 40, unseen: int = 4) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user", "item", "time"])
 
 
+@pytest.mark.slow  # ~5 s: the default pytest stays under 2 minutes (the README example is quick)
 def test_api_recommends_unseen_items_of_the_users_taste():
     from recmf import api
 
@@ -61,6 +62,7 @@ def test_api_recommends_unseen_items_of_the_users_taste():
     )
 
 
+@pytest.mark.slow  # ~4 s of training; the quick suite keeps the README example's fit
 def test_api_splits_a_frame_without_a_time_column_at_random():
     from recmf import api
 

@@ -122,6 +122,7 @@ def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in
     assert fitted.chosen["recency"] == best["recency"] and fitted.best_val == best["val"]
 
 
+@pytest.mark.slow  # a plain run and a race: ~3 s of the quick suite's 2 minutes
 def test_min_delta_stops_a_run_and_a_race_whose_epochs_improve_by_less(tmp_path):
     """An epoch is better only by more than min_delta: with an unreachable one, the plain run and
     each raced candidate stop after patience epochs past their first, and the best epoch is
