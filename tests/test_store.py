@@ -482,9 +482,13 @@ def _stream(path: Path, block_bytes: int = 64, time: str | None = "time"):
     return csv_chunks(path, columns=columns, block_bytes=block_bytes)
 
 
-def test_a_file_ingested_in_small_blocks_stores_what_the_whole_file_says(db_cfg, tmp_path):
+def test_a_file_ingested_in_small_blocks_stores_what_the_whole_file_says(
+    db_cfg, tmp_path, monkeypatch
+):
     from dataclasses import replace
 
+    # a first load COPYs each block in pieces, the next blocks' new ids stored between them
+    monkeypatch.setattr("recmf.store.writer.COPY_PIECE", 2)
     from recmf.data.sources import csv_source
 
     rng = np.random.default_rng(0)

@@ -12,9 +12,10 @@ Pass 1, chunk by chunk:
    users/items in first-appearance order (anti-join), their keys COPYed back.
 2. The keyed rows are parked on disk by user-key range (:class:`recmf.store.rows.Spill`).
 3. Into an empty table (a first load) each chunk, sorted by the natural key, is also COPYed
-   straight in on a thread while the next chunk is read: the table is truncated and its key
-   index dropped first (a new file: with the embedded server's ``wal_level=minimal`` neither the
-   rows nor the index are written to the WAL).
+   straight in by two threads (one sorts and encodes, one COPYs in pieces between which the
+   next chunk's new ids are stored) while the next chunk is read: the table is truncated and
+   its key index dropped first (a new file: with the embedded server's ``wal_level=minimal``
+   neither the rows nor the index are written to the WAL).
 
 Pass 2, a part of the spill at a time (every row of a range of users, ~1M rows): sorted by
 (user_key, item_key, ts), repeats within the input dropped (the first wins). A first load
@@ -31,12 +32,13 @@ Last, the side features the source gives, if any (:mod:`recmf.store.sides`); ent
 beyond the interactions' get keys after those, so a data set's vocabulary order does not depend
 on its features.
 
-20M rows of a MovieLens-shaped CSV into a fresh embedded store: 28.8 s end to end, 0.85 GB peak
-(was 43 s and 4.67 GB holding the whole file); see ``benchmark.py scale``.
+20M rows of a MovieLens-shaped CSV into a fresh embedded store: 29-38 s end to end (the machine
+varies), 0.7-0.8 GB peak (was 43 s and 4.67 GB holding the whole file); see ``benchmark.py scale``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -252,51 +254,129 @@ class _Background:
         return self.error
 
 
+class _Turns:
+    """Who talks to the server on the ingest's one connection: the reader's id lookups
+    (:meth:`first`) go ahead of the background COPY's next piece (:meth:`after`), so the next
+    chunk is keyed while this one streams in; psycopg2 does not queue a command behind a COPY."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.held, self.urgent = False, 0
+
+    @contextlib.contextmanager
+    def first(self) -> Iterator[None]:
+        with self.cv:
+            self.urgent += 1
+            self.cv.wait_for(lambda: not self.held)
+            self.urgent -= 1
+            self.held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def after(self) -> Iterator[None]:
+        with self.cv:
+            self.cv.wait_for(lambda: not self.held and not self.urgent)
+            self.held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self.cv:
+            self.held = False
+            self.cv.notify_all()
+
+
+COPY_PIECE = 1 << 18  # rows per COPY statement of a first load (~0.15 s of the server's time)
+
+
 class _Copier:
-    """The first load's pass 1 on a thread: each chunk of rows (user_key, item_key, ts,
-    rating), in the order they are put, sorted by the natural key (repeats in arrival order),
-    parked in the spill and COPYed into interactions. Sorted chunks make the key index's sort
-    and pass 2's sorts of merged runs cheaper (20M rows, 64 MB maintenance_work_mem: the
-    index in 12.4 s unsorted within users, 6.9 s sorted).
-    Its error is raised by the next :meth:`put` or by :meth:`close`, which waits for the last
-    COPY."""
+    """The first load's pass 1 on two threads. ``prepare``: each chunk of rows (user_key,
+    item_key, ts, rating), in the order they are put, sorted by the natural key (repeats in
+    arrival order), parked in the spill and encoded; ``copy``: COPYed into interactions in
+    pieces, between which the reader's id lookups take the connection. So the server copies
+    one chunk while the client reads, keys and sorts the next (20M rows: pass 1 22.4 -> 18.8 s,
+    where one thread left the server idle while it sorted and encoded). Sorted chunks make the
+    key index's sort and pass 2's sorts of merged runs cheaper (20M rows, 64 MB
+    maintenance_work_mem: the index in 12.4 s unsorted within users, 6.9 s sorted).
+    An error on either thread is raised by the next :meth:`put` or by :meth:`close`, which
+    waits for the last COPY."""
 
     def __init__(self, tx: _Transaction, spill: Spill):
         tx.begin_first_load()
         self.tx, self.spill, self.error = tx, spill, None
-        self.box: queue.Queue = queue.Queue(maxsize=1)  # one chunk waiting: memory bounded
-        self.thread = threading.Thread(target=self._run, name="recmf-ingest-copy", daemon=True)
-        self.thread.start()
+        # one chunk waiting at each hand-over: memory stays bounded
+        self.keyed: queue.Queue = queue.Queue(maxsize=1)
+        self.encoded: queue.Queue = queue.Queue(maxsize=1)
+        self.threads = [
+            threading.Thread(target=work, name=f"recmf-ingest-{name}", daemon=True)
+            for name, work in (("prepare", self._prepare), ("copy", self._copy))
+        ]
+        for thread in self.threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _prepare(self) -> None:
+        try:
+            while (rows := self.keyed.get()) is not None:
+                if self.error is not None:
+                    continue  # drain: the consumer raises it
+                try:
+                    self.encoded.put(self._encoded(rows))
+                except BaseException as exc:  # raised on the ingest's thread
+                    self._failed(exc)
+                del rows
+        finally:
+            self.encoded.put(None)
+
+    def _encoded(self, rows: tuple) -> tuple[int, list[bytes]]:
+        order = natural_order(rows[0], rows[1], rows[2])
+        user_key, item_key, ts, rating = (column[order] for column in rows)
+        del rows, order
+        self.spill.add(user_key, item_key, ts, rating)
+        pieces = [
+            encode_fixed(
+                (user_key[lo:hi], item_key[lo:hi], rating[lo:hi], ts[lo:hi]),
+                _ROW_TYPES,
+                nulls=[None, None, np.isnan(rating[lo:hi]), None],
+            )  # fmt: skip
+            for lo in range(0, len(user_key), COPY_PIECE)
+            for hi in [min(lo + COPY_PIECE, len(user_key))]
+        ]
+        return len(user_key), pieces
+
+    def _copy(self) -> None:
         table = self.tx.q("interactions")
         progress, copied = RowsProgress(None, f"COPY into {table}"), 0
-        while (rows := self.box.get()) is not None:
+        while (item := self.encoded.get()) is not None:
             if self.error is not None:
-                continue  # drain: the consumer raises it
+                continue
             try:
-                order = natural_order(rows[0], rows[1], rows[2])
-                user_key, item_key, ts, rating = (column[order] for column in rows)
-                del rows, order
-                self.spill.add(user_key, item_key, ts, rating)
-                payload = encode_fixed(
-                    (user_key, item_key, rating, ts), _ROW_TYPES,
-                    nulls=[None, None, np.isnan(rating), None],
-                )  # fmt: skip
-                with self.tx.busy:
-                    copy_in(self.tx.cursor, table, _ROW_COLUMNS, payload)
-                copied += len(user_key)
+                n_rows, pieces = item
+                del item
+                while pieces:
+                    with self.tx.busy.after():
+                        copy_in(self.tx.cursor, table, _ROW_COLUMNS, pieces.pop(0))
+                copied += n_rows
                 progress.update(copied)
-            except BaseException as exc:  # raised on the ingest's thread
-                self.error = exc
+            except BaseException as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        with self.tx.busy.cv:  # the first error wins
+            self.error = self.error or exc
 
     def put(self, rows: tuple) -> None:
         self._raise()
-        self.box.put(rows)
+        self.keyed.put(rows)
 
     def close(self, raise_error: bool = True) -> None:
-        self.box.put(None)
-        self.thread.join()
+        self.keyed.put(None)
+        for thread in self.threads:
+            thread.join()
         if raise_error:
             self._raise()
 
@@ -340,9 +420,9 @@ class _Transaction:
     def __init__(self, conn: sa.Connection, tables: StoreTables, titles: dict):
         self.conn, self.tables, self.q = conn, tables, tables.qualified
         self.cursor = conn.connection.driver_connection.cursor()  # psycopg2, for COPY
-        # held by whoever talks to the server: a first load COPYs on a thread (_Copier) while
-        # pass 1 may store new ids, and psycopg2 does not queue a command behind a COPY
-        self.busy = threading.Lock()
+        # taken by whoever talks to the server: a first load COPYs on a thread (_Copier) while
+        # pass 1 stores new ids
+        self.busy = _Turns()
         run = self.run
         run("SET LOCAL work_mem = '256MB'")  # hash joins and aggregates stay in memory
         # Taken before anything else, so concurrent ingests into this schema queue here.
@@ -365,7 +445,7 @@ class _Transaction:
     def store_ids(self, side: str, start: int, ids: np.ndarray) -> tuple[int, np.ndarray]:
         """Stage ``ids`` (not staged before) as codes ``start``, ``start + 1``, ...; insert
         those the store lacks in that order; (#new, the key of each)."""
-        with self.busy:
+        with self.busy.first():
             return self._store_ids(side, start, ids)
 
     def _store_ids(self, side: str, start: int, ids: np.ndarray) -> tuple[int, np.ndarray]:
