@@ -398,3 +398,48 @@ def test_top_k_is_torchs_topk_values_and_items(n_items, k, masked):
     finite = values > float("-inf")  # which -inf items fill a short row is arbitrary in both
     assert torch.equal(items[finite], expected.indices[finite])
     assert all(len(set(row.tolist())) == k for row in items)  # no item twice
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_the_logged_epoch_loss_is_the_pair_weighted_mean_of_its_steps_logged_once(loss):
+    from lightning.pytorch.loggers.logger import Logger
+
+    class Recorder(Logger):
+        name, version = "recorder", 0
+        rows: list = []
+
+        def log_metrics(self, metrics, step=None):
+            self.rows.append(dict(metrics))
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    class Steps(MFLitModule):
+        seen: list = []
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            n = len(batch["rows"]) if "rows" in batch else len(batch["users"])
+            self.seen.append((self.current_epoch, float(loss), n))
+            return loss
+
+    split = checkerboard(30)
+    L.seed_everything(0, verbose=False)
+    lit = Steps(MatrixFactorization(30, 30, latent_dim=4), loss, lr=0.05, reg=0.01, k=5)
+    dm = InteractionsDataModule(split, loss, 7 if loss == "softmax" else 64, 1, seed=0)
+    recorder = Recorder()
+    trainer = L.Trainer(logger=recorder, max_epochs=3, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu", log_every_n_steps=1)  # fmt: skip
+    trainer.fit(lit, dm)
+    steps = len(dm.train_dataloader())
+    assert steps > 2 and len(lit.seen) == 3 * steps  # several unequal batches an epoch
+    logged = [row["train/loss"] for row in recorder.rows if "train/loss" in row]
+    want = []
+    for epoch in range(3):
+        losses, ns = zip(*[(v, n) for e, v, n in lit.seen if e == epoch], strict=True)
+        assert len(set(ns)) > 1 or loss == "bpr"
+        want.append(float(np.dot(losses, ns) / np.sum(ns)))
+    assert logged == pytest.approx(want, rel=1e-5)  # one value an epoch: the weighted mean
+    keys = {key for row in recorder.rows for key in row}
+    assert not any(key.startswith("train/loss_") for key in keys)  # no per-step series

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from recmf.eval.ranking import MetricAccumulator, topk_chunks
-from recmf.model.lit_module import adam
+from recmf.model.lit_module import adam, log_epoch_mean
 from recmf.model.mf import MatrixFactorization
 
 
@@ -144,8 +144,7 @@ class RaceLitModule(L.LightningModule):
             biases = (ub.pow(2) * per_user).sum(1) + (ib.pow(2) * per_item).sum(1)
             loss = loss + self.bias_reg * biases / len(rows)
         total = loss.sum()  # independent tables: each candidate gets its own loss's gradient
-        self.log("select/loss", loss.mean(), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(rows), sync_dist=True)  # fmt: skip
+        log_epoch_mean(self, "select/loss", loss.mean(), len(rows), batch_idx)
         return total
 
     def on_validation_epoch_start(self) -> None:
