@@ -588,3 +588,34 @@ def test_the_ingest_verb_says_a_late_bad_line_left_nothing_stored(db_cfg, tmp_pa
         run_ingest(cfg)
     with FeatureStore.open(db_cfg) as store:
         assert store.n_interactions() == 0 and len(store.read_interactions().vocab.user_ids) == 0
+
+
+def test_id_lookups_take_the_connection_before_the_next_copy_piece():
+    import threading
+    import time
+
+    from recmf.store.writer import _Turns
+
+    turns, order = _Turns(), []
+
+    def copy_piece():
+        with turns.after():
+            order.append("copy")
+
+    def lookup():
+        with turns.first():
+            order.append("ids")
+
+    with turns.after():  # a COPY piece under way
+        waiting = [threading.Thread(target=copy_piece), threading.Thread(target=lookup)]
+        waiting[0].start()
+        time.sleep(0.05)  # the next piece waits first
+        waiting[1].start()
+        deadline = time.time() + 5
+        while turns.urgent == 0:
+            assert time.time() < deadline
+            time.sleep(0.001)
+        assert order == []  # nobody while the piece holds the connection
+    for thread in waiting:
+        thread.join(5)
+    assert order == ["ids", "copy"]  # the lookup went ahead of the piece that waited longer

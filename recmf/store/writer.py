@@ -309,6 +309,7 @@ class _Copier:
     def __init__(self, tx: _Transaction, spill: Spill):
         tx.begin_first_load()
         self.tx, self.spill, self.error = tx, spill, None
+        self.failing = threading.Lock()
         # one chunk waiting at each hand-over: memory stays bounded
         self.keyed: queue.Queue = queue.Queue(maxsize=1)
         self.encoded: queue.Queue = queue.Queue(maxsize=1)
@@ -342,7 +343,7 @@ class _Copier:
                 (user_key[lo:hi], item_key[lo:hi], rating[lo:hi], ts[lo:hi]),
                 _ROW_TYPES,
                 nulls=[None, None, np.isnan(rating[lo:hi]), None],
-            )  # fmt: skip
+            )
             for lo in range(0, len(user_key), COPY_PIECE)
             for hi in [min(lo + COPY_PIECE, len(user_key))]
         ]
@@ -366,7 +367,7 @@ class _Copier:
                 self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        with self.tx.busy.cv:  # the first error wins
+        with self.failing:  # both threads may fail: the first error wins
             self.error = self.error or exc
 
     def put(self, rows: tuple) -> None:
