@@ -211,6 +211,7 @@ def test_load_source_dispatches_and_rejects_unknown_names(tmp_path):
         load_source(CsvConfig(columns=CsvColumns(**COLUMNS)))
 
 
+@pytest.mark.slow  # a real process (or two): ~2-5 s of start-up
 def test_ingest_script_reports_a_bad_file_without_a_traceback(tmp_path):
     bad = write(tmp_path / "bad.csv", "userId,movieId,rating,timestamp\nu1,a,4,100\nu2,b,x,200\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

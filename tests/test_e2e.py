@@ -231,6 +231,7 @@ def test_sweep_is_one_parent_run_with_nested_trials(trained, name, sweep):
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # a real process (or two): ~2-5 s of start-up
 def test_recommend_from_a_bundle_folder_matches_the_run(trained):
     from recmf import tracking
 

@@ -353,6 +353,7 @@ def test_safe_url_hides_passwords_even_when_unparsable():
     assert "pw" not in safe_url("postgresql://u:pw@h:port/db")
 
 
+@pytest.mark.slow  # a real process (or two): ~2-5 s of start-up
 def test_embedded_server_is_shared_by_processes_and_stopped_by_the_last(tmp_path):
     pgdata = tmp_path / "data" / "pgdata"
     cfg = DbConfig(None, "recmf", str(pgdata))
