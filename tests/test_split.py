@@ -82,6 +82,13 @@ def test_key_order_is_lexsorts_order_for_any_keys():
     f = rng.random(3000)
     assert np.array_equal(key_order(a, f), np.lexsort((f, a)))  # floats: lexsort itself
     assert key_order(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
+    # the leading two fit in 63 bits, the third does not: ties on them ordered by it, stably
+    wide = rng.integers(-(2**62), 2**62, 3000)
+    wide[:40] = wide[0]  # exact repeats keep their order
+    a[:40], b[:40] = a[0], b[0]
+    a[40:400], b[40:400] = a[1], b[1]  # 360 rows tied on the leading two, ordered by the third
+    assert np.array_equal(key_order(a, b, wide), np.lexsort((wide, b, a)))
+    assert np.array_equal(key_order(a, b, f), np.lexsort((f, b, a)))  # a float after two ints
 
 
 def test_split_drops_and_counts_items_unseen_in_train():

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from recmf.data.interactions import MAX_ID_BYTES
+from recmf.data.split import key_order
 
 
 def factorize(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,24 +87,7 @@ def sort_unique_rows(
 
 def natural_order(user_key: np.ndarray, item_key: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """The stable row order by (user_key, item_key, ts): repeated rows keep their order."""
-    n = len(user_key)
-    if n == 0:
-        return np.arange(0)
-    span = int(item_key.max()) + 1
-    if int(user_key.max()) < (1 << 62) // span:  # one packed int64 key: one argsort, not three
-        pair = user_key * span + item_key
-        order = np.argsort(pair, kind="stable")
-        pair_sorted, ts_sorted = pair[order], ts[order]
-        same = pair_sorted[1:] == pair_sorted[:-1]
-        if same.any():  # only rows sharing (user, item) still need ordering by time
-            run = np.zeros(n, dtype=bool)
-            run[1:] |= same
-            run[:-1] |= same
-            idx = np.flatnonzero(run)
-            order[idx] = order[idx][np.lexsort((ts_sorted[idx], pair_sorted[idx]))]
-    else:
-        order = np.lexsort((ts, item_key, user_key))
-    return order
+    return key_order(user_key, item_key, ts)
 
 
 def repeated_firsts(part: np.ndarray, keep: np.ndarray) -> np.ndarray:
