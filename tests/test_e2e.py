@@ -116,7 +116,14 @@ def test_evaluate_logs_metrics_matching_training(trained):
     ):
         assert 0.0 <= metrics[key] <= 1.0
     assert "report" in {a.path for a in client.list_artifacts(trained["run_id"])}
-    # the bundle reproduces the validation score that selected the epoch during training
+
+
+@pytest.mark.slow  # a second whole evaluation, in this process: ~4 s of the quick suite
+def test_the_bundle_reproduces_the_validation_score_that_selected_the_epoch(trained):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    metrics = client.get_run(trained["run_id"]).data.metrics
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(
             "evaluate",

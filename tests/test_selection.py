@@ -57,6 +57,7 @@ def test_auto_is_the_default_and_other_words_are_refused_with_a_message():
         assert message.startswith(f"{key} must be a number >= 0 or auto") and "Pass e.g." in message
 
 
+@pytest.mark.slow  # two plain runs and two races: ~4.5 s of the quick suite
 @pytest.mark.parametrize("init", ["random", "svd"])
 def test_a_raced_candidate_follows_the_plain_run_it_stands_for(init, tmp_path):
     """A candidate of the race starts from the plain run's initialisation (model.init's) and
@@ -102,6 +103,7 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
     assert fitted.selected_weights is not None and len(fitted.checkpoints) == 2
 
 
+@pytest.mark.slow  # six candidates trained in turn: ~3.8 s of the quick suite
 def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in_turn(
     tmp_path,
 ):
