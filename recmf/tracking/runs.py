@@ -54,23 +54,23 @@ def make_logger(logger_cfg: LoggerConfig, tags: dict[str, str], run_id: str | No
     from lightning.pytorch.utilities import rank_zero_only
 
     class _RunLogger(MLFlowLogger):
-        _pending: list | None = None
-        _flushed_at = 0.0
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._pending: list = []  # mlflow Metric entities not written yet
+            self._flushed_at = time.monotonic()
 
         @rank_zero_only
         def log_metrics(self, metrics, step: int | None = None) -> None:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            if self._pending is None:
-                self._pending, self._flushed_at = [], time.monotonic()
             self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
             if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
                 self.flush()
 
         @rank_zero_only
         def flush(self) -> None:
-            pending, self._pending = self._pending or [], []
+            pending, self._pending = self._pending, []
             for start in range(0, len(pending), _BATCH):
                 self.experiment.log_batch(self.run_id, metrics=pending[start : start + _BATCH])
             self._flushed_at = time.monotonic()
