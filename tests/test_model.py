@@ -187,6 +187,38 @@ def test_full_softmax_loss_matches_the_autograd_softmax_in_value_and_gradients(u
         assert torch.allclose(got, want, atol=1e-12)
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(use_bias, weighted):
+    from recmf.model.losses import full_softmax_loss
+
+    torch.manual_seed(1)
+    n_models, users = 3, torch.tensor([4, 0, 29, 7])
+    rows = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3])
+    cols = torch.tensor([3, 24, 3, 0, 1, 2, 9, 3])
+    weights = torch.rand(n_models, 8, dtype=torch.float64) if weighted else None
+    models = [MatrixFactorization(30, 25, 6, use_bias=use_bias).double() for _ in range(n_models)]
+    parts = [m.score_parts(users) for m in models]  # (u, bu, v, bi) of each
+    stacked = [None if parts[0][i] is None else torch.stack([p[i] for p in parts]).detach()
+               for i in range(4)]  # fmt: skip
+    for x in stacked:
+        if x is not None:
+            x.requires_grad_(True)
+    losses = full_softmax_loss(*stacked, rows, cols, weights)
+    assert losses.shape == (n_models,)
+    # a different weight per model, so that a loss mixing the models' terms would show
+    mixing = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    grads = torch.autograd.grad((losses * mixing).sum(), [x for x in stacked if x is not None])
+    for j in range(n_models):
+        own = [x[j].detach().requires_grad_(True) if x is not None else None for x in stacked]
+        w = None if weights is None else weights[j]
+        loss = full_softmax_loss(*own, rows, cols, w)
+        assert losses[j].item() == pytest.approx(loss.item(), rel=1e-12)
+        want = torch.autograd.grad(loss * mixing[j], [x for x in own if x is not None])
+        for got, expected in zip(grads, want, strict=True):
+            assert torch.allclose(got[j], expected, atol=1e-12)
+
+
 def test_counted_l2_equals_the_per_pair_l2_in_value_and_gradients():
     torch.manual_seed(1)
     model = MatrixFactorization(20, 15, 4).double()

@@ -75,19 +75,28 @@ class MetricAccumulator:
         Relevant items the user also has in ``exclude`` cannot be ranked and are not counted; users
         left with no relevant item are skipped, so averages are over users with at least one.
         """
-        # (row, item) pairs as sorted int64 codes: membership by isin, no dense (B, n_items) mask
+        self.add_hits(top_items, self.relevance(users, truth, exclude))
+
+    def relevance(self, users: torch.Tensor, truth: UserItems, exclude=None):
+        """What :meth:`add_hits` compares a chunk's rankings with (the same for every model
+        ranking these users): the relevant (row, item) pairs as sorted int64 codes, so that
+        membership is an isin and no dense (B, n_items) mask is built, and each row's count."""
         rows, cols = truth.rows(users)
         relevant = rows * self.n_items + cols
         if exclude is not None:
             ex_rows, ex_cols = exclude.rows(users)
             unseen = ~torch.isin(relevant, ex_rows * self.n_items + ex_cols)
             relevant, rows = relevant[unseen], rows[unseen]
-        n_relevant = torch.bincount(rows, minlength=len(users))
+        return relevant, torch.bincount(rows, minlength=len(users))
+
+    def add_hits(self, top_items: torch.Tensor, relevance) -> None:
+        """:meth:`add` given the chunk's :meth:`relevance`."""
+        relevant, n_relevant = relevance
         keep = n_relevant > 0
         if not bool(keep.any()):
             return
-        row_codes = torch.arange(len(users), device=users.device).unsqueeze(1) * self.n_items
-        hits = torch.isin(row_codes + top_items, relevant)[keep]  # (B', K)
+        rows = torch.arange(len(top_items), device=top_items.device)
+        hits = torch.isin(rows.unsqueeze(1) * self.n_items + top_items, relevant)[keep]  # (B', K)
         n_relevant = n_relevant[keep]
         for k in self.ks:
             for name, values in ranking_metrics(hits, n_relevant, k).items():

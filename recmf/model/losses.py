@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from recmf.checks import LOSSES, USER_BATCHED  # noqa: F401  (names live where configs are checked)
-from recmf.model.mf import product_scores
 
 
 def _mean(per_pair: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -48,32 +47,39 @@ def softmax_loss(
 
 
 class _FullSoftmax(torch.autograd.Function):
-    """:func:`full_softmax_loss`'s forward and backward over one (B, n_items) buffer."""
+    """:func:`full_softmax_loss`'s forward and backward over one (K, B, n_items) buffer."""
 
     @staticmethod
     def forward(ctx, u, bu, v, bi, rows, cols, weights):
-        scores = product_scores(u, bu, v, bi)
-        picked = scores.view(-1).index_select(0, rows * scores.shape[1] + cols)
-        top = scores.amax(1, keepdim=True)
+        if bi is None:
+            scores = torch.bmm(u, v.transpose(1, 2))
+        else:  # the item bias inside the product, as product_scores
+            scores = torch.baddbmm(bi.unsqueeze(1), u, v.transpose(1, 2))
+        if bu is not None:
+            scores.add_(bu.unsqueeze(2))
+        flat = rows * scores.shape[2] + cols
+        picked = scores.view(len(scores), -1).index_select(1, flat)  # (K, P)
+        top = scores.amax(2, keepdim=True)
         exp = scores.sub_(top).exp_()  # in place: the buffer now holds exp(s - max)
-        sums = exp.sum(1)
-        lse = top.squeeze(1) + sums.log()
+        sums = exp.sum(2)  # (K, B)
+        lse = top.squeeze(2) + sums.log()
         w = torch.ones_like(picked) if weights is None else weights.to(picked.dtype)
-        total = w.sum()
-        ctx.save_for_backward(u, v, rows, cols, w, sums, total)
+        total = w.sum(1)  # (K,)
+        ctx.save_for_backward(u, v, flat, rows, w, sums, total)
         ctx.exp, ctx.has_bu, ctx.has_bi = exp, bu is not None, bi is not None
-        return ((lse.index_select(0, rows) - picked) * w).sum() / total
+        return ((lse.index_select(1, rows) - picked) * w).sum(1) / total
 
     @staticmethod
     def backward(ctx, grad):
-        u, v, rows, cols, w, sums, total = ctx.saved_tensors
+        u, v, flat, rows, w, sums, total = ctx.saved_tensors
         g, ctx.exp = ctx.exp, None
         # d loss / d s = (row weight / total) * softmax(s) - (pair weight / total) at the pairs
-        share = torch.zeros_like(sums).index_add_(0, rows, w) / total
-        g.mul_((share * grad / sums).view(-1, 1))
-        g.view(-1).index_add_(0, rows * g.shape[1] + cols, w * (-grad / total))
-        du, dv = torch.mm(g, v), torch.mm(g.T, u)
-        dbi = g.sum(0) if ctx.has_bi else None
+        grad, total = grad.unsqueeze(1), total.unsqueeze(1)  # (K, 1)
+        share = torch.zeros_like(sums).index_add_(1, rows, w) / total
+        g.mul_((share * grad / sums).unsqueeze(2))
+        g.view(len(g), -1).index_add_(1, flat, w * (-grad / total))
+        du, dv = torch.bmm(g, v), torch.bmm(g.transpose(1, 2), u)
+        dbi = g.sum(1) if ctx.has_bi else None
         # a row's softmax gradient sums to zero: the user's bias cannot change its loss
         dbu = torch.zeros_like(sums) if ctx.has_bu else None
         return du, dbu, dv, dbi, None, None, None
@@ -97,8 +103,19 @@ def full_softmax_loss(
         u: (B, d) user vectors; bu: (B,) user biases (the global one included) or None.
         v: (n_items, d) item vectors; bi: (n_items,) item biases or None.
         rows, cols, weights: as :func:`softmax_loss`.
+
+    With a leading dimension K on ``u`` (K, B, d), ``bu`` (K, B), ``v`` (K, n_items, d), ``bi``
+    (K, n_items) and ``weights`` (K, P), it is K models' losses at once, (K,): each its own
+    scores over the same pairs (the race of :mod:`recmf.model.race`), one batched product each way.
     """
-    return _FullSoftmax.apply(u, bu, v, bi, rows, cols, weights)
+    if u.dim() == 3:
+        return _FullSoftmax.apply(u, bu, v, bi, rows, cols, weights)
+
+    def one(x):
+        return None if x is None else x.unsqueeze(0)
+
+    # K = 1: bmm of one matrix gives mm's values to the bit (checked), so one code path
+    return _FullSoftmax.apply(u[None], one(bu), v[None], one(bi), rows, cols, one(weights))[0]
 
 
 def mse_loss(pred: torch.Tensor, rating: torch.Tensor, weights=None) -> torch.Tensor:

@@ -15,9 +15,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from recmf.eval.ranking import MetricAccumulator, topk_chunks
+from recmf.eval.ranking import MetricAccumulator, top_k
 from recmf.model.lit_module import adam, log_epoch_mean
+from recmf.model.losses import full_softmax_loss
 from recmf.model.mf import MatrixFactorization
+
+CHUNK = 512  # users a validation step ranks at once, per candidate (K x 512 x items scores)
 
 
 class StackedMF(nn.Module):
@@ -39,15 +42,17 @@ class StackedMF(nn.Module):
             self.item_bias = nn.Parameter(stack("item_bias").squeeze(-1))
             self.global_bias = nn.Parameter(torch.zeros(self.n_models))
 
-    def score_all(self, which: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Scores of models ``which`` (K,) for ``users`` (B,) against every item: (K, B, items)."""
+    def score_parts(self, which: torch.Tensor, users: torch.Tensor):
+        """Models ``which``'s (K,) parts of the scores of ``users`` (B,), as
+        :meth:`MatrixFactorization.score_parts` for one: user vectors (K, B, dim), user biases
+        with the global one (K, B), item vectors (K, items, dim), item biases (K, items); the
+        biases None without them."""
         p, q = self.rows(which, users)
         if not self.use_bias:
-            return torch.bmm(p, q.transpose(1, 2))
-        item_bias = self._of(self.item_bias, which)
-        scores = torch.baddbmm(item_bias.unsqueeze(1), p, q.transpose(1, 2))
-        user_bias = self._of(self.user_bias, which).index_select(1, users)
-        return scores + (user_bias + self.global_bias.index_select(0, which)[:, None])[:, :, None]
+            return p, None, q, None
+        bu = self._of(self.user_bias, which).index_select(1, users)
+        bu = bu + self.global_bias.index_select(0, which)[:, None]
+        return p, bu, q, self._of(self.item_bias, which)
 
     def rows(self, which: torch.Tensor, users: torch.Tensor):
         """Models ``which``'s rows of ``users`` (K, B, dim) and item tables (K, items, dim)."""
@@ -123,19 +128,15 @@ class RaceLitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m, which = self.model, torch.tensor(self.alive, device=self.device)
         users, rows, cols = batch["users"], batch["rows"], batch["cols"]
-        logits = m.score_all(which, users)  # (K, B, items)
-        flat = rows * m.n_items + cols  # the pairs' log-softmax, without a (K, B, items) index_put
-        picked = logits.flatten(1).index_select(1, flat) - torch.logsumexp(logits, 2)[:, rows]
-        w = batch["weights"]
-        if w is None:
-            loss = -picked.mean(1)
-        else:
-            w = w.index_select(1, which).T  # (K, P)
-            loss = -(picked * w).sum(1) / w.sum(1)
+        p, bu, q, bi = m.score_parts(which, users)  # (K, B, dim), (K, B), (K, items, ...)
+        w = batch["weights"]  # (P, recency strengths) or None
+        w = None if w is None else w.index_select(1, which).T  # (K, P)
+        # every candidate's loss in one (K, B, items) buffer: 5 candidates x 64 users x 1682
+        # items, a step 10.7 -> 8.3 ms (the autograd graph kept five such buffers)
+        loss = full_softmax_loss(p, bu, q, bi, rows, cols, w)
         # the L2 of the rows a step touches, per pair: each row counted once per pair it is in
-        per_user = torch.bincount(rows, minlength=len(users)).to(logits.dtype)
-        per_item = torch.bincount(cols, minlength=m.n_items).to(logits.dtype)
-        p, q = m.rows(which, users)
+        per_user = torch.bincount(rows, minlength=len(users)).to(p.dtype)
+        per_item = torch.bincount(cols, minlength=m.n_items).to(p.dtype)
         l2 = (p.pow(2).sum(2) * per_user).sum(1) + (q.pow(2).sum(2) * per_item).sum(1)
         loss = loss + self.regs.index_select(0, which) * l2 / len(rows)
         if self.bias_reg:
@@ -152,16 +153,29 @@ class RaceLitModule(L.LightningModule):
                       for j in self.alive}  # fmt: skip
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Every running candidate ranks the batch's users at once: one batched product, the
+        exclusions and the relevant items found once (each candidate on its own: 23% more for the
+        whole race on ML-100K). Ranked as :meth:`MatrixFactorization.rank_scores` ranks."""
         exclude, truth, candidates = batch["exclude"], batch["truth"], batch.get("candidates")
-        for j, acc in self._accs.items():
-            which = torch.tensor([j], device=self.device)
-
-            def score(users, which=which):
-                scores = self.model.score_all(which, users)[0]
-                return scores if candidates is None else scores.masked_fill(~candidates, -torch.inf)
-
-            for chunk, top, _ in topk_chunks(score, batch["users"], exclude, self.k):
-                acc.add(chunk, top, truth, exclude)
+        m, alive = self.model, sorted(self._accs)
+        which = torch.tensor(alive, device=self.device)
+        users = batch["users"]
+        for start in range(0, len(users), CHUNK):
+            chunk = users[start : start + CHUNK]
+            p, _, q, bi = m.score_parts(which, chunk)  # ranked without the users' own biases
+            if bi is None:
+                scores = torch.bmm(p, q.transpose(1, 2))  # (K, B, items)
+            else:
+                scores = torch.baddbmm(bi.unsqueeze(1), p, q.transpose(1, 2))
+            if candidates is not None:
+                scores.masked_fill_(~candidates, -torch.inf)
+            if exclude is not None:
+                rows, cols = exclude.rows(chunk)
+                scores.view(len(alive), -1).index_fill_(1, rows * m.n_items + cols, -torch.inf)
+            _, top = top_k(scores.view(-1, m.n_items), min(self.k, m.n_items))
+            relevance = self._accs[alive[0]].relevance(chunk, truth, exclude)
+            for j, tops in zip(alive, top.view(len(alive), len(chunk), -1), strict=True):
+                self._accs[j].add_hits(tops, relevance)
 
     def on_validation_epoch_end(self) -> None:
         key = f"ndcg_at_{self.k}"

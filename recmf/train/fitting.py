@@ -87,11 +87,11 @@ def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _release(lit) -> None:
+def _release(lit, rows: int) -> None:
     """Drop the trainer <-> module cycle now, so its datamodule's tensors go before the next
-    phase allocates (at 20M rows they are hundreds of MB)."""
+    phase allocates (at 20M rows they are hundreds of MB; ``rows``: the training rows)."""
     lit.trainer = None
-    trim_heap()
+    trim_heap(rows)
 
 
 class StopOnSignal:
@@ -198,7 +198,7 @@ def fit_select_refit(
     if lit is not None:
         lit.load_state_dict(best["state_dict"])
         model = lit.model
-        _release(lit)
+        _release(lit, len(split.train))
     if cfg.refit:
         selected = _arrays_of(cfg, split, inputs, best["state_dict"])
         t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def fit_select_refit(
         trainer.save_checkpoint(checkpoints[-1])
         del trainer
         model = lit.model
-        _release(lit)
+        _release(lit, len(split.train))
     elif phase == "refit":
         raise ValueError("a refit-phase resume needs cfg.refit")
     elif model is None:  # chosen by a selection, without a refit: the winner is the model
