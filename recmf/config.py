@@ -446,7 +446,7 @@ def _check_train(cfg: Any) -> None:
         " Ranking losses (softmax, bpr, bce) are for top-K recommendation; mse predicts ratings.",
     )
     _int("seed", cfg.seed, 0, "42")
-    _int("patience", cfg.patience, 0, "5")
+    _int("patience", cfg.patience, 0, "3")
     _float("min_delta", cfg.min_delta, 0, float("inf"), "0.0005", open_low=False)
     _int("val_users", cfg.val_users, 0, "20000 (0: all)")
     _text("registered_model", cfg.registered_model, "recmf", optional=True)

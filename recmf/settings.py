@@ -142,7 +142,7 @@ class TrainConfig:  # configs/train.yaml
     k: int = 10
     loss: str = "softmax"
     seed: int = 42
-    patience: int = 5
+    patience: int = 3
     min_delta: float = 0.0  # what counts as better for early stopping (NDCG@k, RMSE)
     val_users: int = 0  # validation ranks at most this many users, a seeded sample; 0 = all
     refit: bool = True
