@@ -98,6 +98,7 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
     assert bundle.parts[-2:] == ("artifacts", "bundle") and (bundle / "weights.npz").is_file()
 
 
+@pytest.mark.slow  # a script process importing MLflow and torch: ~9.5 s of the quick suite
 def test_evaluate_logs_metrics_matching_training(trained):
     proc = _run("evaluate.py", [f"db.schema={trained['schema']}"], trained["cwd"], trained["env"])
     assert proc.returncode == 0, proc.stderr[-3000:]
