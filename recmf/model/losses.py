@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from recmf.checks import LOSSES, USER_BATCHED  # noqa: F401  (names live where configs are checked)
+from recmf.model.mf import product_scores
 
 
 def _mean(per_pair: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -51,12 +52,7 @@ class _FullSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, bu, v, bi, rows, cols, weights):
-        if bi is None:
-            scores = torch.bmm(u, v.transpose(1, 2))
-        else:  # the item bias inside the product, as product_scores
-            scores = torch.baddbmm(bi.unsqueeze(1), u, v.transpose(1, 2))
-        if bu is not None:
-            scores.add_(bu.unsqueeze(2))
+        scores = product_scores(u, bu, v, bi)  # (K, B, n_items)
         flat = rows * scores.shape[2] + cols
         picked = scores.view(len(scores), -1).index_select(1, flat)  # (K, P)
         top = scores.amax(2, keepdim=True)

@@ -86,7 +86,16 @@ def product_scores(
     does not read its output): no (B, n_items) temporaries, which were half of a validation pass
     (scores and top-10 of 34k users x 6.8k items in 2048-user chunks, dim 64: 1.86 -> 0.86 s;
     same values and gradients, checked to the bit).
+
+    With a leading dimension K (``u`` (K, B, d), ``bu`` (K, B), ``v`` (K, n_items, d), ``bi``
+    (K, n_items)): K models' scores at once, (K, B, n_items), by batched products.
     """
+    if u.dim() == 3:
+        if bi is None:
+            scores = torch.bmm(u, v.transpose(1, 2))
+        else:
+            scores = torch.baddbmm(bi.unsqueeze(1), u, v.transpose(1, 2))
+        return scores if bu is None else scores.add_(bu.unsqueeze(2))
     if bi is None:
         scores = u @ v.T
     else:  # bi as a (1, n_items) view: strides DDP accepts

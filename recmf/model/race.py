@@ -18,7 +18,7 @@ from torch import nn
 from recmf.eval.ranking import MetricAccumulator, top_k
 from recmf.model.lit_module import adam, log_epoch_mean
 from recmf.model.losses import full_softmax_loss
-from recmf.model.mf import MatrixFactorization
+from recmf.model.mf import MatrixFactorization, product_scores
 
 CHUNK = 512  # users a validation step ranks at once, per candidate (K x 512 x items scores)
 
@@ -166,10 +166,7 @@ class RaceLitModule(L.LightningModule):
         for start in range(0, len(users), CHUNK):
             chunk = users[start : start + CHUNK]
             p, _, q, bi = m.score_parts(which, chunk)  # ranked without the users' own biases
-            if bi is None:
-                scores = torch.bmm(p, q.transpose(1, 2))  # (K, B, items)
-            else:
-                scores = torch.baddbmm(bi.unsqueeze(1), p, q.transpose(1, 2))
+            scores = product_scores(p, None, q, bi)  # (K, B, items)
             if candidates is not None:
                 scores.masked_fill_(~candidates, -torch.inf)
             if exclude is not None:
