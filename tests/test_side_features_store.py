@@ -155,3 +155,51 @@ def test_a_store_of_an_earlier_version_gains_the_feature_tables_on_a_writable_op
     with FeatureStore.open(db) as writer:
         writer.ingest(raw(item_features=items()))
         assert len(writer.read_features("item")) == 3
+
+
+def _key_types(engine: sa.Engine, schema: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT table_name || '.' || column_name, data_type "
+                "FROM information_schema.columns "
+                "WHERE table_schema = :s AND column_name IN ('user_key', 'item_key')"
+            ),
+            {"s": schema},
+        ).all()
+    return dict(rows)
+
+
+def test_a_store_made_with_bigint_keys_keeps_them_and_works_as_an_int4_one(make_db_cfg, pg_admin):
+    """Stores made before int4 keys: no migration; ingest (a first load, then through
+    staging), side features (whose tables came later) and reads give what a new store gives."""
+    from recmf.store.schema import ADDED_LATER, make_tables
+
+    old_cfg, new_cfg = make_db_cfg(), make_db_cfg()
+    with pg_admin.begin() as conn:  # the tables as an earlier recmf made them
+        conn.execute(sa.schema.CreateSchema(old_cfg.schema))
+        for table in make_tables(old_cfg.schema, sa.BigInteger).metadata.sorted_tables:
+            if table.name not in ADDED_LATER:
+                table.create(conn)
+    more = [("u3", "a", 2.0, 5), ("u1", "c", None, 6), ("u1", "a", 4.0, 1)]  # the last is stored
+    got = {}
+    for cfg in (old_cfg, new_cfg):
+        with FeatureStore.open(cfg) as store:
+            store.ingest(raw(item_features=items()))  # a first load: COPY straight in
+            second = store.ingest(raw(rows=more, user_features=users(("u3",), ("M",))))
+            data = store.read_interactions()
+            got[cfg.schema] = (
+                (second.added, second.duplicates_skipped, second.n_users),
+                data.vocab.user_ids[data.user_idx].tolist(),
+                data.vocab.item_ids[data.item_idx].tolist(),
+                np.nan_to_num(data.rating, nan=-1).tolist(),
+                data.timestamp.tolist(),
+                _as_dict(store.read_features("item")),
+                _as_dict(store.read_features("user")),
+                store.snapshot()["content_hash"],
+            )
+    assert got[old_cfg.schema] == got[new_cfg.schema]
+    assert got[old_cfg.schema][0] == (2, 1, 3)
+    old, new = _key_types(pg_admin, old_cfg.schema), _key_types(pg_admin, new_cfg.schema)
+    assert set(old) == set(new) and len(old) == 10  # every key column, the later tables' too
+    assert set(old.values()) == {"bigint"} and set(new.values()) == {"integer"}

@@ -21,6 +21,7 @@ from recmf.store.schema import (
     StoreTables,
     check_tables,
     create_schema,
+    key_type,
     make_tables,
     validate_schema_name,
 )
@@ -191,10 +192,11 @@ class FeatureStore:
             )
             # coalesce: every row fixed-width (a NULL would be a field without bytes).
             # Keys become int32 positions chunk by chunk, so 8-byte keys are never held in full.
+            key = key_type(conn, self._tables)
             user_idx, item_idx, rating, ts = copy_out(
                 cursor,
                 self.interactions_query(),
-                ("int8", "int8", "float4", "int8"),
+                (key, key, "float4", "int8"),
                 convert=(_position_fn(user_keys), _position_fn(item_keys), None, None),
             )
             untimed = self._fact(conn, UNTIMED)

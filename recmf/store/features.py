@@ -30,8 +30,8 @@ class FirstLoadFeatures:
 
     _ITEM_SUMS = ("count", "n_users", "n_rated", "sums")  # and first / last
 
-    def __init__(self, cursor: Any, tables: StoreTables):
-        self.cursor, self.tables = cursor, tables
+    def __init__(self, cursor: Any, tables: StoreTables, key: str):
+        self.cursor, self.tables, self.key = cursor, tables, key  # key: int4 | int8
         self.items = {name: np.zeros(0) for name in self._ITEM_SUMS}
         self.first = np.zeros(0, dtype=np.int64)
         self.last = np.zeros(0, dtype=np.int64)
@@ -57,7 +57,7 @@ class FirstLoadFeatures:
             np.minimum.reduceat(ts, starts),
             np.maximum.reduceat(ts, starts),
         ]
-        user_types = ("int8", "int8", "int8", "float8", "int8", "int8")
+        user_types = (self.key, "int8", "int8", "float8", "int8", "int8")
         nulls = [None, None, None, n_rated == 0, None, None]
         self.user_rows.append(encode_fixed(user_cols, user_types, nulls=nulls))
 
@@ -110,7 +110,7 @@ class FirstLoadFeatures:
             c / c.sum(),
             higher + 1,
         ]
-        item_types = ("int8", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8")
+        item_types = (self.key, "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8")
         nulls = [None] * 4 + [n_rated[keys] == 0] + [None] * 4
         copy_in(
             self.cursor,

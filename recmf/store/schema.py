@@ -5,6 +5,11 @@ string ids and titles), so the hot read is fixed-width integers and floats. The 
 (user_key, item_key, ts) is the natural key that makes ingest idempotent; ``ts`` is NOT NULL
 because sources always supply a time (a CSV without one gets its row number, and the ``facts``
 table then says ``untimed``: training splits such data at random).
+
+Surrogate keys are ``integer`` (int4: up to 2,147,483,647 users and as many items per schema).
+Stores made before this choice have ``bigint`` keys; they are read and written as they are
+(:func:`key_type`), with no migration. int4 keys make a 20M-row key index 22% smaller (774 ->
+601 MB) and its build 20% faster (13.8-20.0 s -> 10.6-14.5 s, alternating, here).
 """
 
 from __future__ import annotations
@@ -63,27 +68,28 @@ class StoreTables:
         return f"{quote(self.schema)}.{quote(table)}"
 
 
-def make_tables(schema: str) -> StoreTables:
-    """Declare the store's tables inside ``schema`` (validated)."""
+def make_tables(schema: str, key: type[sa.Integer] = sa.Integer) -> StoreTables:
+    """Declare the store's tables inside ``schema`` (validated); surrogate keys of type ``key``
+    (``sa.BigInteger``: the tables as recmf made them before int4 keys, for tests)."""
     md = sa.MetaData(schema=validate_schema_name(schema))
     users = sa.Table(
         "users",
         md,
-        sa.Column("user_key", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("user_key", key, sa.Identity(), primary_key=True),
         sa.Column("user_id", sa.Text, nullable=False, unique=True),
     )
     items = sa.Table(
         "items",
         md,
-        sa.Column("item_key", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("item_key", key, sa.Identity(), primary_key=True),
         sa.Column("item_id", sa.Text, nullable=False, unique=True),
         sa.Column("title", sa.Text, nullable=True),
     )
     interactions = sa.Table(
         "interactions",
         md,
-        sa.Column("user_key", sa.BigInteger, sa.ForeignKey(users.c.user_key), nullable=False),
-        sa.Column("item_key", sa.BigInteger, sa.ForeignKey(items.c.item_key), nullable=False),
+        sa.Column("user_key", key, sa.ForeignKey(users.c.user_key), nullable=False),
+        sa.Column("item_key", key, sa.ForeignKey(items.c.item_key), nullable=False),
         sa.Column("rating", sa.REAL, nullable=True),
         sa.Column("ts", sa.BigInteger, nullable=False),  # unix seconds
         sa.PrimaryKeyConstraint("user_key", "item_key", "ts", name=NATURAL_KEY),
@@ -91,7 +97,7 @@ def make_tables(schema: str) -> StoreTables:
     user_features = sa.Table(
         "user_features",
         md,
-        sa.Column("user_key", sa.BigInteger, sa.ForeignKey(users.c.user_key), primary_key=True),
+        sa.Column("user_key", key, sa.ForeignKey(users.c.user_key), primary_key=True),
         sa.Column("n_interactions", sa.BigInteger, nullable=False),
         sa.Column("n_rated", sa.BigInteger, nullable=False),  # interactions with a rating
         sa.Column("mean_rating", sa.Float, nullable=True),  # NULL when none is rated
@@ -101,7 +107,7 @@ def make_tables(schema: str) -> StoreTables:
     item_features = sa.Table(
         "item_features",
         md,
-        sa.Column("item_key", sa.BigInteger, sa.ForeignKey(items.c.item_key), primary_key=True),
+        sa.Column("item_key", key, sa.ForeignKey(items.c.item_key), primary_key=True),
         sa.Column("n_interactions", sa.BigInteger, nullable=False),
         sa.Column("n_users", sa.BigInteger, nullable=False),  # distinct users
         sa.Column("n_rated", sa.BigInteger, nullable=False),
@@ -120,19 +126,19 @@ def make_tables(schema: str) -> StoreTables:
     )
     sides = {}
     for side, owner in (("user", users), ("item", items)):
-        key = f"{side}_key"
+        name = f"{side}_key"
         # categorical and multi values: one row per value (a multi feature has several)
         sides[f"{side}_categories"] = sa.Table(
             f"{side}_categories",
             md,
-            sa.Column(key, sa.BigInteger, sa.ForeignKey(owner.c[key]), primary_key=True),
+            sa.Column(name, key, sa.ForeignKey(owner.c[name]), primary_key=True),
             sa.Column("feature", sa.Text, primary_key=True),
             sa.Column("value", sa.Text, primary_key=True),
         )
         sides[f"{side}_numbers"] = sa.Table(
             f"{side}_numbers",
             md,
-            sa.Column(key, sa.BigInteger, sa.ForeignKey(owner.c[key]), primary_key=True),
+            sa.Column(name, key, sa.ForeignKey(owner.c[name]), primary_key=True),
             sa.Column("feature", sa.Text, primary_key=True),
             sa.Column("value", sa.Float, nullable=False),  # finite; unknown is no row
         )
@@ -167,6 +173,19 @@ ADDED_LATER = (
 )
 
 
+def key_type(conn: sa.Connection, tables: StoreTables) -> str:
+    """The binary COPY type of the store's surrogate keys: ``int4``, or ``int8`` in a store made
+    before int4 keys. Every key column of a store has the type of ``interactions.user_key``."""
+    found = conn.execute(
+        sa.text(
+            "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(:t) AND attname = 'user_key'"
+        ),
+        {"t": tables.qualified("interactions")},
+    ).scalar()
+    return "int8" if found == "bigint" else "int4"
+
+
 def create_schema(conn: sa.Connection, tables: StoreTables, where: str) -> None:
     """Create the schema and its tables if missing (inside the caller's transaction).
 
@@ -179,7 +198,8 @@ def create_schema(conn: sa.Connection, tables: StoreTables, where: str) -> None:
         sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"recmf:{tables.schema}"}
     )
     conn.execute(sa.schema.CreateSchema(tables.schema, if_not_exists=True))
-    check_tables(conn, tables, where)
+    if check_tables(conn, tables, where) and key_type(conn, tables) == "int8":
+        tables = make_tables(tables.schema, sa.BigInteger)  # tables added later: the same keys
     tables.metadata.create_all(conn, checkfirst=True)  # all, or those ADDED_LATER
 
 

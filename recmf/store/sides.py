@@ -38,9 +38,10 @@ class SideResult:
 
 
 def write_side_features(
-    conn: sa.Connection, cursor: Any, tables: StoreTables, features: RawFeatures
+    conn: sa.Connection, cursor: Any, tables: StoreTables, features: RawFeatures, key_type: str
 ) -> SideResult:
     """Store ``features`` inside the transaction open on ``conn``; see the module docstring.
+    ``key_type``: the store's surrogate keys, int4 or int8 (:func:`recmf.store.schema.key_type`).
 
     Raises:
         StoreError: a feature is stored with another kind than the source gives it.
@@ -87,7 +88,7 @@ def write_side_features(
         ("numbers", numbers, "float8"),
     ):
         if rows:
-            payload = encode_rows(rows, ("int8", "text", value_type))
+            payload = encode_rows(rows, (key_type, "text", value_type))
             copy_in(cursor, q(f"{side}_{what}"), (key, "feature", "value"), payload)
     return SideResult(side, len(ids), new, len(categories) + len(numbers))
 

@@ -32,8 +32,9 @@ Last, the side features the source gives, if any (:mod:`recmf.store.sides`); ent
 beyond the interactions' get keys after those, so a data set's vocabulary order does not depend
 on its features.
 
-20M rows of a MovieLens-shaped CSV into a fresh embedded store: 29-38 s end to end (the machine
-varies), 0.7-0.8 GB peak (was 43 s and 4.67 GB holding the whole file); see ``benchmark.py scale``.
+20M rows of a MovieLens-shaped CSV into a fresh embedded store: 30-33 s end to end with int4 keys
+(33-36 s with int8 ones, alternating; the machine varies), 0.7-0.8 GB peak (was 43 s and 4.67 GB
+holding the whole file); see ``benchmark.py scale``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from recmf.store.rows import (
     repeated_firsts,
     sort_unique_rows,
 )
-from recmf.store.schema import NATURAL_KEY, UNTIMED, StoreTables
+from recmf.store.schema import NATURAL_KEY, UNTIMED, StoreTables, key_type
 from recmf.store.sides import SideResult, write_side_features
 
 if TYPE_CHECKING:
@@ -74,7 +75,11 @@ _STAGE = {"user": "recmf_stage_users", "item": "recmf_stage_items"}
 _STAGE_TITLES = "recmf_stage_titles"
 _STAGE_ROWS = "recmf_stage_rows"
 _ROW_COLUMNS = ("user_key", "item_key", "rating", "ts")
-_ROW_TYPES = ("int8", "int8", "float4", "int8")
+
+
+def row_types(key: str) -> tuple[str, ...]:
+    """Binary COPY types of ``_ROW_COLUMNS`` in a store whose keys are ``key`` (int4|int8)."""
+    return (key, key, "float4", "int8")
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ def write_interactions(
     if not first.timed:  # row numbers stand for time: training must not read them as time
         stmt = postgresql.insert(tables.facts).values(fact=UNTIMED, value=first.source or "?")
         conn.execute(stmt.on_conflict_do_nothing(index_elements=["fact"]))
-    written = tuple(write_side_features(conn, tx.cursor, tables, f) for f in sides)
+    written = tuple(write_side_features(conn, tx.cursor, tables, f, tx.key) for f in sides)
     tx.update_titles()  # of items this input or its features file created, and stored ones
     n_users, n_items, n_interactions = tx.totals()
     return IngestResult(
@@ -180,7 +185,7 @@ def write_interactions(
     )
 
 
-def _prepared(spill: Spill) -> Iterator[tuple[tuple, bytes, int]]:
+def _prepared(spill: Spill, types: tuple[str, ...]) -> Iterator[tuple[tuple, bytes, int]]:
     """Each part of ``spill`` sorted by the natural key, repeats dropped (the first kept):
     (its columns, their binary COPY payload, how many repeats were dropped)."""
     for part in spill.parts(PART_ROWS):
@@ -189,7 +194,7 @@ def _prepared(spill: Spill) -> Iterator[tuple[tuple, bytes, int]]:
         del keep
         rows = tuple(np.ascontiguousarray(part[name]) for name in _ROW_COLUMNS)
         del part
-        payload = encode_fixed(rows, _ROW_TYPES, nulls=[None, None, np.isnan(rows[2]), None])
+        payload = encode_fixed(rows, types, nulls=[None, None, np.isnan(rows[2]), None])
         yield rows, payload, dropped
 
 
@@ -341,7 +346,7 @@ class _Copier:
         pieces = [
             encode_fixed(
                 (user_key[lo:hi], item_key[lo:hi], rating[lo:hi], ts[lo:hi]),
-                _ROW_TYPES,
+                row_types(self.tx.key),
                 nulls=[None, None, np.isnan(rating[lo:hi]), None],
             )
             for lo in range(0, len(user_key), COPY_PIECE)
@@ -428,6 +433,7 @@ class _Transaction:
         run("SET LOCAL work_mem = '256MB'")  # hash joins and aggregates stay in memory
         # Taken before anything else, so concurrent ingests into this schema queue here.
         run(f"LOCK TABLE {self.q('interactions')} IN SHARE ROW EXCLUSIVE MODE")
+        self.key = key_type(conn, tables)  # int4, or int8 in a store made before int4 keys
         if run("SELECT current_setting('is_superuser')").scalar() == "on":
             # Keys come from users/items rows that this transaction just read or wrote, and
             # recmf never deletes those, so the per-row foreign-key triggers (7 s per million
@@ -462,7 +468,7 @@ class _Transaction:
             self.cursor,
             f"SELECT s.code, t.{key} FROM {stage} s JOIN {table} t USING ({id_}) "
             f"WHERE s.code >= {start}",
-            ("int4", "int8"),
+            ("int4", self.key),
         )
         out = np.full(len(ids), -1, dtype=np.int64)
         out[codes - start] = keys
@@ -508,7 +514,7 @@ class _Transaction:
         self.run("SET LOCAL maintenance_work_mem = '256MB'")  # 20M rows: 12.4 s -> 9.1 s here
         self.run("SAVEPOINT recmf_key")
         index = _Background(lambda: self.run(add_key))
-        features = FirstLoadFeatures(self.cursor, self.tables)
+        features = FirstLoadFeatures(self.cursor, self.tables, self.key)
         firsts, repeats = [], 0
         try:
             for part in spill.parts(PART_ROWS):
@@ -536,12 +542,10 @@ class _Transaction:
         """Replace every stored row of each key in ``firsts`` (RECORD rows) by that row."""
         table = self.q("interactions")
         columns = tuple(np.ascontiguousarray(firsts[name]) for name in _ROW_COLUMNS)
-        self.run(
-            f"CREATE TEMP TABLE {_STAGE_ROWS} "
-            "(user_key int8, item_key int8, rating float4, ts int8) ON COMMIT DROP"
-        )
+        self._stage_rows()
         nulls = [None, None, np.isnan(columns[2]), None]
-        copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, encode_fixed(columns, _ROW_TYPES, nulls))
+        payload = encode_fixed(columns, row_types(self.key), nulls)
+        copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, payload)
         self.run(
             f"DELETE FROM {table} i USING {_STAGE_ROWS} s WHERE i.user_key = s.user_key "
             "AND i.item_key = s.item_key AND i.ts = s.ts"
@@ -554,14 +558,11 @@ class _Transaction:
         natural key with repeats dropped (the first kept), staged; then those not stored yet
         are inserted with an anti-join. (#added, #repeats within the input)"""
         table = self.q("interactions")
-        self.run(
-            f"CREATE TEMP TABLE {_STAGE_ROWS} "
-            "(user_key int8, item_key int8, rating float4, ts int8) ON COMMIT DROP"
-        )
+        self._stage_rows()
         repeats = copied = 0
         progress = RowsProgress(spill.n_rows, f"COPY into {_STAGE_ROWS}")
         # the next part is sorted and encoded on a thread while the server takes this one
-        for rows, payload, dropped in ahead(_prepared(spill)):
+        for rows, payload, dropped in ahead(_prepared(spill, row_types(self.key))):
             copy_in(self.cursor, _STAGE_ROWS, _ROW_COLUMNS, payload)
             repeats += dropped
             copied += len(rows[0])
@@ -576,6 +577,14 @@ class _Transaction:
         if added:
             self.refresh_touched_features()
         return added, repeats
+
+    def _stage_rows(self) -> None:
+        """A temp table of interactions' columns and types, for rows on their way in."""
+        key = self.key
+        self.run(
+            f"CREATE TEMP TABLE {_STAGE_ROWS} "
+            f"(user_key {key}, item_key {key}, rating float4, ts int8) ON COMMIT DROP"
+        )
 
     def refresh_touched_features(self) -> None:
         """Recompute the feature rows of every user and item in this input."""
