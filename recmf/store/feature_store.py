@@ -191,7 +191,7 @@ class FeatureStore:
                 ("int8", "text", "text"),
             )
             # coalesce: every row fixed-width (a NULL would be a field without bytes).
-            # Keys become int32 positions chunk by chunk, so 8-byte keys are never held in full.
+            # Keys become int32 positions chunk by chunk, so the keys are never held in full.
             key = key_type(conn, self._tables)
             user_idx, item_idx, rating, ts = copy_out(
                 cursor,
