@@ -65,3 +65,26 @@ def test_the_run_logger_writes_metrics_in_batches_and_all_of_them_by_the_end(tmp
     tracking.finish_run(logger, "FINISHED")
     assert history("best_epoch") == [(0, 7.0)]
     assert client.get_run(logger.run_id).info.status == "FINISHED"
+
+
+def test_a_local_store_named_from_another_folder_keeps_its_artifacts_beside_it(
+    tmp_path, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+
+    from recmf import tracking
+    from recmf.settings import LoggerConfig
+
+    elsewhere, store = tmp_path / "cwd", tmp_path / "store"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    logger = tracking.make_logger(LoggerConfig(uri, "my runs/1"), {tracking.KIND_TAG: "train"})
+    logger.experiment.log_text(logger.run_id, "hello", "notes/a.txt")
+    tracking.finish_run(logger, "FINISHED")
+    run = MlflowClient(uri).get_run(logger.run_id)
+    expected = store / "mlruns" / "my_runs_1" / run.info.run_id / "artifacts" / "notes" / "a.txt"
+    assert expected.read_text() == "hello"
+    assert not (elsewhere / "mlruns").exists()
+    # other stores keep MLflow's default (None: its own choice)
+    assert tracking.artifacts_beside("postgresql://db/mlflow", "recmf") is None

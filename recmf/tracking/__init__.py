@@ -43,7 +43,7 @@ from recmf.tracking.runs import (
     set_tag,
     tag_run,
 )
-from recmf.tracking.store import ensure_experiment, open_store, store_lock
+from recmf.tracking.store import artifacts_beside, ensure_experiment, open_store, store_lock
 
 __all__ = [
     "BUNDLE_TAG",
@@ -53,6 +53,7 @@ __all__ = [
     "MODEL_NAME",
     "PARENT_ENV",
     "SPLIT_PATH",
+    "artifacts_beside",
     "bundle_in_model",
     "data_digest",
     "download_artifacts_to",

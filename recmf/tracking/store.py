@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,19 @@ def open_store(tracking_uri: str) -> None:
         _opened.add(uri)
 
 
+def artifacts_beside(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a local ``sqlite:///`` store keeps its runs' artifacts:
+    ``mlruns/<experiment>/`` beside the database file (a file URI), so a store named from
+    another folder (a benchmark's ``--workdir``) holds its artifacts too; MLflow's default,
+    ``./mlruns`` of whichever folder the first run started in, scattered them. ``None`` (MLflow's
+    default) for other stores."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip(".") or "experiment"
+    return (db.resolve().parent / "mlruns" / folder).as_uri()
+
+
 def ensure_experiment(logger_cfg: LoggerConfig) -> str:
     """The id of the configured experiment, created when missing, once even when processes race.
 
@@ -88,7 +102,7 @@ def ensure_experiment(logger_cfg: LoggerConfig) -> str:
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=artifacts_beside(uri, name))
         except mlflow.exceptions.MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
