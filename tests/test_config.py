@@ -137,7 +137,7 @@ OUT_OF_RANGE = [
     ("train", "split.kind=kfold", "split.kind must be one of temporal, random"),
     ("train", "min_delta=-0.1", "min_delta must be a number >= 0"),
     ("train", "val_users=-5", "val_users must be a whole number >= 0"),
-    ("train", "model.init=pca", "model.init must be one of random, svd, got 'pca'"),
+    ("train", "model.init=pca", "model.init must be one of auto, random, svd, got 'pca'"),
     ("train", "arch=tower model.init=svd", "model.init=svd starts a matrix factorization"),
     ("train", "loss=mse model.init=svd", "it does not apply with loss=mse"),
     ("train", "arch=tower model.id_dropout=1", "model.id_dropout must be a number >= 0 and < 1"),
@@ -181,6 +181,28 @@ def test_config_top_level_values_have_one_source_of_truth():
     assert (cfg.loss, cfg.latent_dim, cfg.k) == ("mse", 8, 5)
     # the registered model follows the store schema, so data sets never share a name
     assert compose("train", ["db.schema=ml100k"]).registered_model == "ml100k"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], "svd"),  # the default: mf with the softmax loss
+        (["loss=bpr"], "svd"),
+        (["loss=mse"], "random"),  # ratings: the SVD start is scaled for ranking
+        (["arch=tower"], "random"),  # towers embed features (their file says random)
+        (["arch=tower", "model.init=auto"], "random"),
+        (["model.init=random"], "random"),
+        (["experiment=ml100k"], "random"),  # its values were chosen from the random start
+        (["experiment=large"], "svd"),
+    ],
+)
+def test_config_init_auto_is_the_svd_start_where_it_applies(args, expected):
+    """model.init=auto becomes what the run logs and starts from: svd for a matrix
+    factorization with a ranking loss, random otherwise."""
+    from recmf.config import compose_settings
+
+    cfg = compose_settings("train", args)
+    assert cfg.model.init == expected
 
 
 def test_config_resumed_is_the_runs_own_settings_with_what_was_typed_now():
