@@ -24,6 +24,7 @@ CONFIG = [
     "registered_model=null",
     "model.recency=2",  # fixed: a selection (auto) keeps no per-epoch state (tested below)
     "model.reg=0.08",
+    "model.init=random",  # several refit epochs to interrupt (from the SVD start the best is 1)
 ]
 
 
