@@ -80,6 +80,29 @@ def test_a_raced_candidate_follows_the_plain_run_it_stands_for(init, tmp_path):
     assert trials[0].val < raced.val  # the data is built so that recency matters
 
 
+@pytest.mark.parametrize("init, prune", [("random", 0.85), ("svd", 0.95)])
+def test_a_race_from_the_svd_start_stops_trailing_candidates_sooner(init, prune, monkeypatch):
+    """From the SVD start curves begin near their level, so a stalled candidate below 95% of the
+    leader stops; from the random start they cross late, so only one below 85% does."""
+    import recmf.model.race as race
+    from recmf.train.fitting import quiet_lightning
+    from recmf.train.selection import _race
+
+    used = []
+
+    class Recorded(race.RaceLitModule):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            used.append(self.prune)
+
+    monkeypatch.setattr(race, "RaceLitModule", Recorded)
+    quiet_lightning()
+    split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
+    cfg = _settings("trainer.max_epochs=2", f"model.init={init}")
+    _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+    assert used == [prune]
+
+
 def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
     from recmf.train.fitting import fit_select_refit, quiet_lightning
     from recmf.train.selection import RECENCY_GRID, REG_GRID

@@ -24,6 +24,12 @@ from recmf.data.encoding import SideInputs
 from recmf.data.split import Split
 from recmf.settings import AUTO, TowerConfig, TrainConfig
 
+# A race stops a stalled candidate whose best is below this share of the leader's (after
+# 2 x patience epochs): from the random start curves cross late (ml-latest-small: recency 4 15%
+# behind at epoch 7, ahead at 26); from the SVD start they begin near their level, and 0.95 kept
+# the winner of every race recorded (19 runs, 12 distinct) with 23-28% fewer candidate-epochs on
+# ml-latest-small (0.97 changed two).
+PRUNE = {"random": 0.85, "svd": 0.95}
 RECENCY_GRID = (0.0, 1.0, 2.0, 4.0, 8.0)  # exp(-r * age): r = 4 favours the latest rows 55x
 REG_GRID = (0.04, 0.08, 0.16)  # x2 steps around the default; measured optima 0.08-0.11
 SELECTED = ("recency", "reg")
@@ -175,6 +181,7 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
         min_delta=cfg.min_delta,
         bias_reg=m.bias_reg,
         lr_decay=m.lr_decay,
+        prune=PRUNE[m.init],
         reference=reference,
     )
 
