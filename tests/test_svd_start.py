@@ -140,3 +140,43 @@ def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
     assert f"val/ndcg_at_10 {curve[0][1]:.4f}" in lines[0]
     assert fitted.best_val == pytest.approx(max(v for _, v in curve[1:]))
     assert fitted.best_epoch in (1, 2)
+
+
+def test_a_cached_svd_start_is_computed_once_and_copied_as_it_was(monkeypatch):
+    """A selection's second race copies the first race's SVD start (the same training pairs)
+    rather than computing it again: the same weights, one SVD."""
+    import recmf.model.svd_start as svd_start
+    from recmf.config import compose_settings
+    from recmf.model.mf import MatrixFactorization
+    from recmf.train.one_fit import start_from
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return start_from_svd(*args, **kwargs)
+
+    monkeypatch.setattr(svd_start, "start_from_svd", counted)
+    items, n_items = _planted(), 60
+    cfg = compose_settings("train", ["latent_dim=4", "model.init=svd"])
+
+    def fresh() -> list[MatrixFactorization]:
+        torch.manual_seed(0)
+        return [MatrixFactorization(items.n_users, n_items, latent_dim=4) for _ in range(2)]
+
+    cache: dict = {}
+    first, second, plain = fresh(), fresh(), fresh()
+    start_from(cfg, first, items, cache)
+    start_from(cfg, second, items, cache)
+    assert len(calls) == 1
+    start_from(cfg, plain, items)  # no cache: computed again
+    assert len(calls) == 2
+    for model in (*first, *second):
+        for key, value in plain[0].state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), key
+    # the cache holds copies: training a started model does not move the next start
+    with torch.no_grad():
+        second[0].user_emb.weight.add_(1.0)
+    third = fresh()
+    start_from(cfg, third, items, cache)
+    assert torch.equal(third[0].user_emb.weight, plain[0].user_emb.weight)

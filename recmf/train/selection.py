@@ -87,16 +87,18 @@ def select(
     reg = REG_GRID[len(REG_GRID) // 2] if "reg" in keys else float(m.reg)
     recency = 0.0 if "recency" in keys else float(m.recency)
     trials: list[Trial] = []
+    starts: dict = {}  # the SVD start, computed by the first race and copied by the second
     if "recency" in keys and cfg.split.kind == "temporal":
         stage = _run(cfg, split, logger, workdir, extra_callbacks, inputs,
-                     [(r, reg) for r in RECENCY_GRID])  # fmt: skip
+                     [(r, reg) for r in RECENCY_GRID], starts=starts)  # fmt: skip
         trials += stage
         recency = _best(stage, _mode(cfg)).recency
     if "reg" in keys:
         done = {(t.recency, t.reg): t for t in trials}
         todo = [(recency, g) for g in REG_GRID if (recency, g) not in done]
         reference = done[(recency, reg)].curve if (recency, reg) in done else None
-        trials += _run(cfg, split, logger, workdir, extra_callbacks, inputs, todo, reference)
+        trials += _run(cfg, split, logger, workdir, extra_callbacks, inputs, todo, reference,
+                       starts)  # fmt: skip
     if not trials:  # recency alone, on a random split: nothing to choose (no recency)
         trials = _run(cfg, split, logger, workdir, extra_callbacks, inputs, [(0.0, reg)])
     best = _best(trials, _mode(cfg))
@@ -133,10 +135,12 @@ def _save_best(best: Trial, path: Path) -> None:
     torch.save({"epoch": best.epoch - 1, "state_dict": state}, path)
 
 
-def _run(cfg, split, logger, workdir, extra, inputs, pairs, reference=None) -> list[Trial]:
+def _run(
+    cfg, split, logger, workdir, extra, inputs, pairs, reference=None, starts=None
+) -> list[Trial]:
     t0 = time.perf_counter()
     if cfg.loss in USER_BATCHED and not isinstance(cfg.model, TowerConfig):
-        trials = _race(cfg, split, logger, extra, pairs, reference)
+        trials = _race(cfg, split, logger, extra, pairs, reference, starts)
     else:
         trials = [_one(cfg, split, workdir, extra, inputs, r, g) for r, g in pairs]
     log.info(
@@ -148,7 +152,9 @@ def _run(cfg, split, logger, workdir, extra, inputs, pairs, reference=None) -> l
     return trials
 
 
-def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference) -> list[Trial]:
+def _race(
+    cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference, starts=None
+) -> list[Trial]:
     """One fit of every candidate side by side (:class:`recmf.model.race.RaceLitModule`)."""
     import lightning as L
 
@@ -168,7 +174,7 @@ def _race(cfg: TrainConfig, split: Split, logger, extra: list, pairs, reference)
         split, cfg.loss, m.user_batch_size, m.n_negatives, seed=cfg.seed,
         recency=tuple(r for r, _ in pairs), val_users=cfg.val_users,
     )  # fmt: skip
-    start_from(cfg, models, dm.train_items)  # what fit_once would start each from
+    start_from(cfg, models, dm.train_items, starts)  # what fit_once would start each from
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = [Trial(r, g, 0.0, 0).label for r, g in pairs]
     lit = RaceLitModule(
