@@ -187,7 +187,7 @@ def _race(
         min_delta=cfg.min_delta,
         bias_reg=m.bias_reg,
         lr_decay=m.lr_decay,
-        prune=PRUNE[m.init],
+        prune=PRUNE["svd" if m.init == "svd" else "random"],  # as start_from reads it
         reference=reference,
     )
 
