@@ -132,9 +132,16 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
 
 @pytest.mark.slow  # six candidates trained in turn: ~3.8 s of the quick suite
 def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in_turn(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
+    import recmf.model.svd_start as svd_start
     from recmf.train.fitting import fit_select_refit, quiet_lightning
+
+    svds = []  # the candidates trained in turn copy one SVD start (the same training pairs)
+    original = svd_start.start_from_svd
+    monkeypatch.setattr(
+        svd_start, "start_from_svd", lambda *a, **k: svds.append(1) or original(*a, **k)
+    )
 
     quiet_lightning()
     split = make_split(_drifting(), "random", 0.2, 0.2, seed=0)
@@ -144,7 +151,10 @@ def test_a_random_split_chooses_only_the_l2_and_other_losses_train_candidates_in
     assert fitted.chosen["reg"] == max(fitted.trials, key=lambda t: t["val"])["reg"]
     split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
     cfg = _settings("loss=bpr", "model.reg=0.08", "trainer.max_epochs=3", "refit=false")
+    assert cfg.model.init == "svd"  # auto, with a ranking loss
+    svds.clear()
     fitted = fit_select_refit(cfg, split, False, tmp_path / "bpr")
+    assert len(svds) == 1
     assert [t["recency"] for t in fitted.trials] == [0.0, 1.0, 2.0, 4.0, 8.0]
     assert set(fitted.chosen) == {"recency"}
     best = max(fitted.trials, key=lambda t: t["val"])

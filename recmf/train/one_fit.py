@@ -62,8 +62,10 @@ def fit_once(
     validate: bool,
     ckpt_path: Path | None = None,
     inputs: SideInputs | None = None,
+    starts: dict | None = None,
 ):
-    """One Lightning fit from a fresh seeded model; returns (lit_module, trainer)."""
+    """One Lightning fit from a fresh seeded model; returns (lit_module, trainer). ``starts``:
+    :func:`start_from`'s cache, for fits on the same training pairs (a selection's candidates)."""
     import lightning as L
 
     from recmf.data.batches import InteractionsDataModule
@@ -91,7 +93,7 @@ def fit_once(
     )  # fmt: skip
     fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
     if fresh_svd:
-        start_from(cfg, [model], dm.train_items)
+        start_from(cfg, [model], dm.train_items, starts)
     trim_heap(len(data))
     reuse_freed_buffers()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
@@ -117,8 +119,9 @@ def fit_once(
 def start_from(cfg: TrainConfig, models: list, train_items, cache: dict | None = None) -> None:
     """Give each of ``models`` (the same fresh matrix factorization) the start ``cfg.model.init``
     asks for beyond the random one: the SVD start, computed once (model.init=svd). ``cache``, a
-    dict kept across calls on the same training pairs (a selection's two races), holds it after
-    the first call, so the next copies it (the SVD and its scale: ~0.5 s on ml-latest-small)."""
+    dict kept across calls on the same training pairs (a selection's races, or its candidates fitted
+    one after the other), holds it after the first call, so the next copies it (the SVD and its
+    scale: ~0.5 s on ml-latest-small)."""
     if cfg.model.init != "svd" or not models:
         return
     if cache is not None and "svd" in cache:

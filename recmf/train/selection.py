@@ -87,7 +87,7 @@ def select(
     reg = REG_GRID[len(REG_GRID) // 2] if "reg" in keys else float(m.reg)
     recency = 0.0 if "recency" in keys else float(m.recency)
     trials: list[Trial] = []
-    starts: dict = {}  # the SVD start, computed by the first race and copied by the second
+    starts: dict = {}  # the SVD start, computed by the first fit and copied by the others
     if "recency" in keys and cfg.split.kind == "temporal":
         stage = _run(cfg, split, logger, workdir, extra_callbacks, inputs,
                      [(r, reg) for r in RECENCY_GRID], starts=starts)  # fmt: skip
@@ -100,7 +100,8 @@ def select(
         trials += _run(cfg, split, logger, workdir, extra_callbacks, inputs, todo, reference,
                        starts)  # fmt: skip
     if not trials:  # recency alone, on a random split: nothing to choose (no recency)
-        trials = _run(cfg, split, logger, workdir, extra_callbacks, inputs, [(0.0, reg)])
+        trials = _run(cfg, split, logger, workdir, extra_callbacks, inputs, [(0.0, reg)],
+                      starts=starts)  # fmt: skip
     best = _best(trials, _mode(cfg))
     best_path = workdir / "best.ckpt"
     _save_best(best, best_path)
@@ -142,7 +143,7 @@ def _run(
     if cfg.loss in USER_BATCHED and not isinstance(cfg.model, TowerConfig):
         trials = _race(cfg, split, logger, extra, pairs, reference, starts)
     else:
-        trials = [_one(cfg, split, workdir, extra, inputs, r, g) for r, g in pairs]
+        trials = [_one(cfg, split, workdir, extra, inputs, r, g, starts) for r, g in pairs]
     log.info(
         "selection on validation (%.1f s): %s",
         time.perf_counter() - t0,
@@ -209,8 +210,11 @@ def _race(
     return trials
 
 
-def _one(cfg, split, workdir: Path, extra: list, inputs, recency: float, reg: float) -> Trial:
-    """One candidate's plain selection phase (early stopping on validation), not logged."""
+def _one(
+    cfg, split, workdir: Path, extra: list, inputs, recency: float, reg: float, starts=None
+) -> Trial:
+    """One candidate's plain selection phase (early stopping on validation), not logged;
+    ``starts``: the SVD start's cache (:func:`recmf.train.one_fit.start_from`)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from recmf.errors import TrainingInterrupted
@@ -224,7 +228,8 @@ def _one(cfg, split, workdir: Path, extra: list, inputs, recency: float, reg: fl
     stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience, min_delta=cfg.min_delta)
     try:
         fit_once(with_values(cfg, {"recency": recency, "reg": reg}), split, False,
-             [ckpt, stop, *extra], cfg.trainer.max_epochs, "train", True, None, inputs)  # fmt: skip
+             [ckpt, stop, *extra], cfg.trainer.max_epochs, "train", True, None, inputs,
+             starts)  # fmt: skip
     except TrainingInterrupted as stopped:
         raise TrainingInterrupted("select", stopped.epoch) from None
     import torch
