@@ -8,6 +8,7 @@ import pytest
 from recmf.data.interactions import Interactions, Vocab
 from recmf.data.split import make_split
 from recmf.errors import ConfigError
+from tests.loggers import Capture
 
 SMALL = ["latent_dim=8", "trainer.max_epochs=12", "patience=3", "progress=none"]
 
@@ -113,7 +114,8 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
 
     quiet_lightning()
     split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
-    fitted = fit_select_refit(_settings(), split, False, tmp_path)
+    logger = Capture()
+    fitted = fit_select_refit(_settings(), split, logger, tmp_path)
     trials = fitted.trials
     # first every recency strength at the middle L2, then the other L2 values at the winner
     assert [(t["recency"], t["reg"]) for t in trials[:5]] == [(r, 0.08) for r in RECENCY_GRID]
@@ -128,6 +130,9 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
     assert trials[0]["val"] < best["val"] - 0.05  # recency 0: the old group A ranks first
     # the refit trained the winner's settings on train + validation for its selected epochs
     assert fitted.selected_weights is not None and len(fitted.checkpoints) == 2
+    # each race epoch logs its validation's time beside its figure, as a plain run does
+    epochs = [m for _, m in logger.rows if "val/ndcg_at_10" in m]
+    assert epochs and all(m["time/validation_seconds"] > 0 for m in epochs)
 
 
 @pytest.mark.slow  # six candidates trained in turn: ~3.8 s of the quick suite

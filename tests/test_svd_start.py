@@ -91,25 +91,12 @@ def test_a_run_started_from_the_svd_validates_that_start_before_its_first_epoch(
     """The first validation figure a run logs is the SVD start's own, before any step; the
     epochs follow it and the epoch selection is among the trained epochs."""
     import lightning as L
-    from lightning.pytorch.loggers import Logger
 
     from recmf.config import compose_settings
     from recmf.eval.ranking import evaluate_ranking
     from recmf.train.fitting import fit_select_refit, quiet_lightning
     from recmf.train.one_fit import build_model
-
-    class Capture(Logger):
-        def __init__(self):
-            super().__init__()
-            self.rows = []
-
-        name, version = "capture", 0
-
-        def log_hyperparams(self, *args, **kwargs):
-            pass
-
-        def log_metrics(self, metrics, step=None):
-            self.rows.append((step, dict(metrics)))
+    from tests.loggers import Capture
 
     quiet_lightning()
     split = _synthetic_split()

@@ -11,6 +11,8 @@ the run it stands for (up to float rounding of the batched products).
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from torch import nn
@@ -151,6 +153,7 @@ class RaceLitModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._accs = {j: MetricAccumulator([self.k], self.model.n_items, self.device)
                       for j in self.alive}  # fmt: skip
+        self._val_started = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Every running candidate ranks the batch's users at once: one batched product, the
@@ -196,6 +199,9 @@ class RaceLitModule(L.LightningModule):
             else:
                 self._waits[j] += 1
         self.log(f"val/{key}", float(vector.max()), prog_bar=True, sync_dist=False)
+        # what the running candidates' validation adds to the epoch, as a plain run logs it
+        seconds = time.perf_counter() - self._val_started
+        self.log("time/validation_seconds", seconds, sync_dist=False)
         # done after `patience` epochs without a better value, as Lightning's EarlyStopping
         waits = self._waits
         self.alive = [j for j in self.alive if waits[j] == 0 or waits[j] < self.patience]
