@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from recmf.checks import LOSSES
+from recmf.checks import LOSSES, USER_BATCHED
 from recmf.errors import ConfigError
 from recmf.settings import (
     ARCHS,
@@ -95,6 +95,10 @@ def settings(cfg: Any, script: str) -> Any:
     if isinstance(out, TrainConfig) and out.split.kind == "random" and out.model.recency:
         log.info("split=random: no recency weighting (model.recency %s -> 0)", out.model.recency)
         out.split_at_random()
+    if isinstance(out, TrainConfig) and out.model.recency_fade == AUTO:
+        # chosen beside the L2 once the strength is chosen, for the softmax's weighted pairs only
+        if out.model.recency != AUTO or out.loss not in USER_BATCHED:
+            out.model.recency_fade = False
     if isinstance(out, TrainConfig) and out.model.init == AUTO:
         out.model.init = default_init(out.model, out.loss)
     if isinstance(out, TrainConfig):  # numbers as floats, auto as it is (an int from the CLI)
@@ -480,6 +484,9 @@ def _check_train(cfg: Any) -> None:
     for key in ("reg", "recency"):
         if m[key] != AUTO:  # chosen on validation (recmf.train.selection)
             _float(f"model.{key}", m[key], 0, float("inf"), "auto", open_low=False, auto=True)
+    fade = m.get("recency_fade", False)
+    if not (isinstance(fade, bool) or fade == AUTO):  # not 1 or "yes": what is logged is exact
+        raise _bad("model.recency_fade", m.recency_fade, "true, false or auto", "auto")
     _float("model.bias_reg", m.bias_reg, 0, float("inf"), "0.1", open_low=False)
     for key in ("user_batch_size", "batch_size", "n_negatives"):
         _int(f"model.{key}", m[key], 1, "64")

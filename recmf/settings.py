@@ -49,6 +49,7 @@ class MFConfig:  # configs/arch/mf.yaml
     reg: Any = MISSING  # a number, or auto: chosen on validation (recmf.train.selection)
     bias_reg: float = MISSING
     recency: Any = MISSING  # a number, or auto (as reg)
+    recency_fade: Any = False  # true | false | auto: weaker recency for long histories (as reg)
     user_batch_size: int = MISSING
     batch_size: int = MISSING
     n_negatives: int = MISSING
@@ -156,6 +157,7 @@ class TrainConfig:  # configs/train.yaml
         rows to favour (``split=random``, or data without a time column)."""
         self.split.kind = "random"
         self.model.recency = 0.0
+        self.model.recency_fade = False
 
 
 @dataclass

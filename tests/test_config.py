@@ -138,6 +138,7 @@ OUT_OF_RANGE = [
     ("train", "min_delta=-0.1", "min_delta must be a number >= 0"),
     ("train", "val_users=-5", "val_users must be a whole number >= 0"),
     ("train", "model.init=pca", "model.init must be one of auto, random, svd, got 'pca'"),
+    ("train", "model.recency_fade=1", "model.recency_fade must be true, false or auto, got 1"),
     ("train", "arch=tower model.init=svd", "model.init=svd starts a matrix factorization"),
     ("train", "loss=mse model.init=svd", "it does not apply with loss=mse"),
     ("train", "arch=tower model.id_dropout=1", "model.id_dropout must be a number >= 0 and < 1"),
@@ -203,6 +204,24 @@ def test_config_init_auto_is_the_svd_start_where_it_applies(args, expected):
 
     cfg = compose_settings("train", args)
     assert cfg.model.init == expected
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], "auto"),  # chosen beside the L2 once the strength is chosen
+        (["model.recency_fade=true"], True),
+        (["model.recency=2"], False),  # a fixed strength: nothing chooses it
+        (["loss=bpr"], False),  # only the softmax reads the weights
+        (["split=random"], False),  # no recency at random
+        (["arch=tower"], False),
+        (["experiment=ml100k"], False),
+    ],
+)
+def test_config_recency_fade_is_auto_only_where_a_selection_chooses_it(args, expected):
+    from recmf.config import compose_settings
+
+    assert compose_settings("train", args).model.recency_fade == expected
 
 
 def test_config_resumed_is_the_runs_own_settings_with_what_was_typed_now():

@@ -79,9 +79,13 @@ def test_train_ingests_an_empty_store_first_and_logs_the_run(trained):
     assert chosen["recency"] in (0, 1, 2, 4, 8) and chosen["reg"] in (0.04, 0.08, 0.16)
     local = client.download_artifacts(trained["run_id"], "selection/selection.json")
     table = json.loads(Path(local).read_text())
-    assert table["chosen"] == chosen and len(table["trials"]) == 7
+    fade = {"True": True, "False": False}[run.data.params["selected.model.recency_fade"]]
+    assert table["chosen"] == {**chosen, "recency_fade": fade}
+    # 5 strengths, 2 more L2 values, and when the chosen strength is not 0, it and the next
+    # one up (if any) faded
+    assert len(table["trials"]) == 7 + (chosen["recency"] > 0) + (0 < chosen["recency"] < 8)
     best = max(table["trials"], key=lambda t: t["val"])
-    assert (best["recency"], best["reg"]) == (chosen["recency"], chosen["reg"])
+    assert (best["recency"], best["reg"], best["recency_fade"]) == (*chosen.values(), fade)
     assert run.data.metrics["best_val_ndcg_at_10"] == pytest.approx(best["val"])
     history = client.get_metric_history(trained["run_id"], "val/ndcg_at_10")
     assert len(history) >= 2  # one value per epoch

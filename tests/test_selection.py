@@ -70,7 +70,7 @@ def test_a_raced_candidate_follows_the_plain_run_it_stands_for(init, tmp_path):
     quiet_lightning()
     split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
     cfg = _settings("model.recency=auto", "model.reg=0.08", "refit=false", f"model.init={init}")
-    trials = _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+    trials = _race(cfg, split, False, [], [(0.0, 0.08, False), (4.0, 0.08, False)], None)
     plain = fit_select_refit(
         _settings("model.recency=4", "model.reg=0.08", "refit=false", f"model.init={init}"),
         split, False, tmp_path,
@@ -104,7 +104,14 @@ def test_a_race_from_the_svd_start_stops_trailing_candidates_sooner(init, prune,
     quiet_lightning()
     split = make_split(_drifting(), "temporal", 0.2, 0.2, seed=0)
     with pytest.raises(Built):
-        _race(_settings(f"model.init={init}"), split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+        _race(
+            _settings(f"model.init={init}"),
+            split,
+            False,
+            [],
+            [(0.0, 0.08, False), (4.0, 0.08, False)],
+            None,
+        )
     assert used == [prune]
 
 
@@ -120,11 +127,15 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
     # first every recency strength at the middle L2, then the other L2 values at the winner
     assert [(t["recency"], t["reg"]) for t in trials[:5]] == [(r, 0.08) for r in RECENCY_GRID]
     first = max(trials[:5], key=lambda t: t["val"])
-    assert [(t["recency"], t["reg"]) for t in trials[5:]] == [
-        (first["recency"], g) for g in REG_GRID if g != 0.08
+    # (and, beside them, the winning strength and the next one faded for long histories)
+    faded = [r for r in RECENCY_GRID if r >= first["recency"]][:2]
+    assert [(t["recency"], t["reg"], t["recency_fade"]) for t in trials[5:]] == [
+        *[(first["recency"], g, False) for g in REG_GRID if g != 0.08],
+        *[(r, 0.08, True) for r in faded],
     ]
     best = max(trials, key=lambda t: t["val"])
-    assert fitted.chosen == {"recency": best["recency"], "reg": best["reg"]}
+    chosen = {"recency": best["recency"], "reg": best["reg"], "recency_fade": best["recency_fade"]}
+    assert fitted.chosen == chosen
     assert fitted.best_val == best["val"] and fitted.best_epoch == best["epoch"]
     assert fitted.chosen["recency"] > 0  # the latest rows are what validation holds
     assert trials[0]["val"] < best["val"] - 0.05  # recency 0: the old group A ranks first
@@ -182,7 +193,7 @@ def test_min_delta_stops_a_run_and_a_race_whose_epochs_improve_by_less(tmp_path)
     stopped = fit_select_refit(_settings(*keys, "min_delta=1"), split, False, tmp_path / "md")
     assert stopped.best_epoch in (1, 2, 3)
     cfg = _settings("model.recency=auto", "model.reg=0.08", "patience=2", "min_delta=1")
-    trials = _race(cfg, split, False, [], [(0.0, 0.08), (4.0, 0.08)], None)
+    trials = _race(cfg, split, False, [], [(0.0, 0.08, False), (4.0, 0.08, False)], None)
     for trial in trials:
         assert len(trial.curve) == 3  # epoch 1 sets the bar, 2 and 3 do not clear it by 1
         assert trial.val == max(trial.curve)

@@ -116,6 +116,28 @@ def test_recency_weights_decay_from_each_users_latest_row():
     assert recency_weights(data, 0.0).tolist() == [1.0] * 5
 
 
+def test_faded_recency_weakens_long_histories_and_keeps_each_users_total():
+    """fade: a user with more rows than the median user gets strength * median / count, its
+    weights scaled back to the plain total; users at or below the median keep theirs."""
+    from recmf.data.split import recency_weights
+
+    counts = [2, 3, 12]  # the median user has 3 rows; the last user 4x as many
+    users = np.repeat(np.arange(3), counts)
+    items = np.concatenate([np.arange(c) for c in counts])
+    data = make(list(users), list(items), list(range(len(users))))  # each user in time order
+    plain, faded = recency_weights(data, 4.0), recency_weights(data, 4.0, fade=True)
+    light = users < 2
+    assert faded[light].tolist() == pytest.approx(plain[light].tolist())
+    heavy = users == 2
+    ages = np.arange(11, -1, -1) / 11  # the 12 rows in time order: oldest age 1, latest 0
+    expected = np.exp(-4.0 * 3 / 12 * ages)  # the strength 4 * median 3 / count 12 = 1
+    expected *= plain[heavy].sum() / expected.sum()
+    assert faded[heavy].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert faded[heavy].sum() == pytest.approx(plain[heavy].sum(), rel=1e-5)
+    assert faded[heavy].min() / faded[heavy].max() > plain[heavy].min() / plain[heavy].max()
+    assert recency_weights(data, 0.0, fade=True).tolist() == [1.0] * len(users)
+
+
 def _rows(part) -> set[tuple[int, int, int]]:
     return set(
         zip(part.user_idx.tolist(), part.item_idx.tolist(), part.timestamp.tolist(), strict=True)

@@ -154,6 +154,7 @@ class InteractionsDataModule(L.LightningDataModule):
         recency: Weighs each user's training rows by ``exp(-recency * age)``, age 0 for the
             latest and 1 for the oldest (see :func:`recmf.data.split.recency_weights`); 0 = equal.
             A sequence of strengths gives (pairs, strengths) weights (user-batched losses only).
+        fade: :func:`~recmf.data.split.recency_weights`' ``fade``: one value, or one per strength.
         val_users: Validation ranks at most this many of the users with validation items, drawn
             by ``seed`` (:func:`recmf.data.split.sample_users`); 0 = all of them.
     """
@@ -168,6 +169,7 @@ class InteractionsDataModule(L.LightningDataModule):
         seed: int = 0,
         recency: float | tuple[float, ...] = 0.0,
         val_users: int = 0,
+        fade: bool | tuple[bool, ...] = False,
     ):
         super().__init__()
         self.split, self.loss = split, loss
@@ -176,9 +178,12 @@ class InteractionsDataModule(L.LightningDataModule):
         n_users = split.train.n_users
         train = split.train
         if isinstance(recency, int | float):
-            self.weights = recency_weights(train, recency) if recency else None
+            self.weights = recency_weights(train, recency, bool(fade)) if recency else None
         else:  # one column per strength: the candidates of a selection race (recmf.model.race)
-            self.weights = np.stack([recency_weights(train, r) for r in recency], axis=1)
+            fades = (fade,) * len(recency) if isinstance(fade, bool) else fade
+            self.weights = np.stack(
+                [recency_weights(train, r, f) for r, f in zip(recency, fades, strict=True)], axis=1
+            )
         pair_weights = self.weights if loss in USER_BATCHED else None  # only softmax reads them
         self.train_items = UserItems.from_pairs(
             train.user_idx, train.item_idx, n_users, pair_weights

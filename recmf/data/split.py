@@ -128,17 +128,31 @@ def _places(data: Interactions, order: np.ndarray) -> tuple[np.ndarray, ...]:
     return order, users, from_end, counts
 
 
-def recency_weights(data: Interactions, strength: float) -> np.ndarray:
+def recency_weights(data: Interactions, strength: float, fade: bool = False) -> np.ndarray:
     """Per-row weights ``exp(-strength * f)``, f = 0 for a user's latest row, 1 for the oldest.
 
     The test period follows each user's training history, so recent interactions say more
     about what comes next; ``strength=0`` weighs every row 1.
+
+    ``fade``: a user with a longer history than the median user's gets a weaker strength,
+    ``strength * median / count``, and its weights are scaled back to the sum the plain strength
+    gives it (each user's share of the loss unchanged). On ml-latest-small, whose heaviest users
+    rate hundreds of films at a time, the plain weighting left them behind EASE (P@10 0.229
+    against 0.295 for the users with 317+ ratings); ML-100K's validation prefers it off.
     """
     order, users, from_end, counts = _order_from_end(data)
     frac = from_end.astype(np.float32)
     frac /= np.maximum(counts - 1, 1).astype(np.float32)[users]
-    frac *= -strength
-    np.exp(frac, out=frac)
+    if fade and strength and len(data):
+        plain = np.exp(frac * -strength)
+        median = float(np.median(counts[counts > 0]))
+        frac *= (-strength * np.minimum(1.0, median / np.maximum(counts, 1)))[users]
+        np.exp(frac, out=frac)
+        sums = np.bincount(users, plain, len(counts)), np.bincount(users, frac, len(counts))
+        frac *= (sums[0] / np.maximum(sums[1], 1e-30)).astype(np.float32)[users]
+    else:
+        frac *= -strength
+        np.exp(frac, out=frac)
     weights = np.empty(len(data), dtype=np.float32)
     weights[order] = frac
     return weights

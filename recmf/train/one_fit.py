@@ -89,7 +89,7 @@ def fit_once(
     batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
     dm = InteractionsDataModule(
         split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency,
-        val_users=cfg.val_users,
+        val_users=cfg.val_users, fade=m.recency_fade is True,
     )  # fmt: skip
     fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
     if fresh_svd:

@@ -32,7 +32,7 @@ from recmf.settings import AUTO, TowerConfig, TrainConfig
 PRUNE = {"random": 0.85, "svd": 0.95}
 RECENCY_GRID = (0.0, 1.0, 2.0, 4.0, 8.0)  # exp(-r * age): r = 4 favours the latest rows 55x
 REG_GRID = (0.04, 0.08, 0.16)  # x2 steps around the default; measured optima 0.08-0.11
-SELECTED = ("recency", "reg")
+SELECTED = ("recency", "reg", "recency_fade")
 
 log = logging.getLogger("recmf")
 
@@ -56,13 +56,15 @@ class Trial:
     state: dict | None = field(default=None, repr=False)  # MatrixFactorization-style weights
     path: Path | None = field(default=None, repr=False)  # or its best checkpoint
     curve: list[float] = field(default_factory=list, repr=False)  # NDCG@k per epoch (raced)
+    recency_fade: bool = False  # recency_weights' fade
 
     @property
     def label(self) -> str:
-        return f"recency_{self.recency:g}_reg_{self.reg:g}"
+        return f"recency_{self.recency:g}{'_fade' if self.recency_fade else ''}_reg_{self.reg:g}"
 
     def row(self) -> dict:
-        return {"recency": self.recency, "reg": self.reg, "val": self.val, "epoch": self.epoch}
+        return {"recency": self.recency, "reg": self.reg, "recency_fade": self.recency_fade,
+                "val": self.val, "epoch": self.epoch}  # fmt: skip
 
 
 @dataclass
@@ -86,21 +88,27 @@ def select(
     m = cfg.model
     reg = REG_GRID[len(REG_GRID) // 2] if "reg" in keys else float(m.reg)
     recency = 0.0 if "recency" in keys else float(m.recency)
+    fade = False if "recency_fade" in keys else m.recency_fade is True  # auto: off until chosen
     trials: list[Trial] = []
     starts: dict = {}  # the SVD start, computed by the first fit and copied by the others
     if "recency" in keys and cfg.split.kind == "temporal":
         stage = _run(cfg, split, logger, workdir, extra_callbacks, inputs,
-                     [(r, reg) for r in RECENCY_GRID], starts=starts)  # fmt: skip
+                     [(r, reg, fade) for r in RECENCY_GRID], starts=starts)  # fmt: skip
         trials += stage
         recency = _best(stage, _mode(cfg)).recency
-    if "reg" in keys:
-        done = {(t.recency, t.reg): t for t in trials}
-        todo = [(recency, g) for g in REG_GRID if (recency, g) not in done]
-        reference = done[(recency, reg)].curve if (recency, reg) in done else None
-        trials += _run(cfg, split, logger, workdir, extra_callbacks, inputs, todo, reference,
-                       starts)  # fmt: skip
+    # the L2 values at the chosen strength, and that strength faded for long histories, raced
+    todo = [(recency, g, fade) for g in REG_GRID] if "reg" in keys else []
+    if "recency_fade" in keys and recency > 0:
+        stronger = [r for r in RECENCY_GRID if r > recency][:1]  # fading weakens it: one up too
+        todo += [(r, reg, True) for r in (recency, *stronger)]
+    done = {(t.recency, t.reg, t.recency_fade): t for t in trials}
+    todo = [c for c in todo if c not in done]
+    if todo:
+        winner = done.get((recency, reg, fade))
+        trials += _run(cfg, split, logger, workdir, extra_callbacks, inputs, todo,
+                       winner.curve if winner else None, starts)  # fmt: skip
     if not trials:  # recency alone, on a random split: nothing to choose (no recency)
-        trials = _run(cfg, split, logger, workdir, extra_callbacks, inputs, [(0.0, reg)],
+        trials = _run(cfg, split, logger, workdir, extra_callbacks, inputs, [(0.0, reg, fade)],
                       starts=starts)  # fmt: skip
     best = _best(trials, _mode(cfg))
     best_path = workdir / "best.ckpt"
@@ -143,12 +151,12 @@ def _run(
     if cfg.loss in USER_BATCHED and not isinstance(cfg.model, TowerConfig):
         trials = _race(cfg, split, logger, extra, pairs, reference, starts)
     else:
-        trials = [_one(cfg, split, workdir, extra, inputs, r, g, starts) for r, g in pairs]
+        trials = [_one(cfg, split, workdir, extra, inputs, r, g, f, starts) for r, g, f in pairs]
     log.info(
         "selection on validation (%.1f s): %s",
         time.perf_counter() - t0,
-        ", ".join(f"recency {t.recency:g} reg {t.reg:g}: {t.val:.4f} at epoch {t.epoch}"
-                  for t in trials),
+        ", ".join(f"recency {t.recency:g}{' faded' if t.recency_fade else ''} reg {t.reg:g}: "
+                  f"{t.val:.4f} at epoch {t.epoch}" for t in trials),
     )  # fmt: skip
     return trials
 
@@ -173,15 +181,16 @@ def _race(
         models.append(build_model(cfg, data.n_users, data.n_items, None))
     dm = InteractionsDataModule(
         split, cfg.loss, m.user_batch_size, m.n_negatives, seed=cfg.seed,
-        recency=tuple(r for r, _ in pairs), val_users=cfg.val_users,
+        recency=tuple(r for r, _, _ in pairs), val_users=cfg.val_users,
+        fade=tuple(f for _, _, f in pairs),
     )  # fmt: skip
     start_from(cfg, models, dm.train_items, starts)  # what fit_once would start each from
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    labels = [Trial(r, g, 0.0, 0).label for r, g in pairs]
+    labels = [Trial(r, g, 0.0, 0, recency_fade=f).label for r, g, f in pairs]
     lit = RaceLitModule(
         StackedMF(models),
         labels,
-        [g for _, g in pairs],
+        [g for _, g, _ in pairs],
         k=cfg.k,
         lr=m.lr,
         patience=cfg.patience,
@@ -203,15 +212,31 @@ def _race(
             raise TrainingInterrupted("select", trainer.current_epoch) from None
         raise
     trials = [
-        Trial(r, g, float(b["val"]), int(b["epoch"]), state=b["state"], curve=b.get("curve", []))
-        for (r, g), b in zip(pairs, lit.best, strict=True)
+        Trial(
+            r,
+            g,
+            float(b["val"]),
+            int(b["epoch"]),
+            state=b["state"],
+            curve=b.get("curve", []),
+            recency_fade=f,
+        )
+        for (r, g, f), b in zip(pairs, lit.best, strict=True)
     ]
     lit.trainer = None
     return trials
 
 
 def _one(
-    cfg, split, workdir: Path, extra: list, inputs, recency: float, reg: float, starts=None
+    cfg,
+    split,
+    workdir: Path,
+    extra: list,
+    inputs,
+    recency: float,
+    reg: float,
+    fade: bool,
+    starts=None,
 ) -> Trial:
     """One candidate's plain selection phase (early stopping on validation), not logged;
     ``starts``: the SVD start's cache (:func:`recmf.train.one_fit.start_from`)."""
@@ -221,13 +246,14 @@ def _one(
     from recmf.model.lit_module import MFLitModule
     from recmf.train.one_fit import fit_once
 
-    trial = Trial(recency, reg, 0.0, 0)
+    trial = Trial(recency, reg, 0.0, 0, recency_fade=fade)
     directory = workdir / "select" / trial.label
     monitor, mode = MFLitModule.monitor_for(cfg.loss, cfg.k)
     ckpt = ModelCheckpoint(dirpath=directory, filename="best", monitor=monitor, mode=mode)
     stop = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience, min_delta=cfg.min_delta)
     try:
-        fit_once(with_values(cfg, {"recency": recency, "reg": reg}), split, False,
+        values = {"recency": recency, "reg": reg, "recency_fade": fade}
+        fit_once(with_values(cfg, values), split, False,
              [ckpt, stop, *extra], cfg.trainer.max_epochs, "train", True, None, inputs,
              starts)  # fmt: skip
     except TrainingInterrupted as stopped:
