@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             f"seed {seed}: ndcg@10 {result.metrics['ndcg_at_10']:.4f} "
             f"p@10 {result.metrics['precision_at_10']:.4f} "
             f"(validation {trained.monitor} {trained.best_val:.4f} at epoch {trained.best_epoch}"
-            f"{''.join(f', {k} {v:g}' for k, v in trained.selected.items())}; "
+            f"{''.join(f', {k} {_shown(v)}' for k, v in trained.selected.items())}; "
             f"{trained.train_seconds:.1f} s training, run {trained.run_id})",
             flush=True,
         )
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         if name == "recmf":  # per seed: what model.recency / model.reg = auto chose
             keys = [k for k in row["params"][0] if k != "best_epoch"]
             chosen = "; ".join(
-                ", ".join(f"{k} {p[k]:g}" for k in keys) for p in row["params"]
+                ", ".join(f"{k} {_shown(p[k])}" for k in keys) for p in row["params"]
             ) if keys else ""  # fmt: skip
         print(f"{name:<12}{cells}{row['fit_seconds']:>9.1f}  {chosen or ''}")
     result = {"experiment": args.experiment, "data": str(args.data), "methods": summary}
@@ -195,3 +195,8 @@ def _check_floors(args: argparse.Namespace, summary: dict, peers: list[str]) -> 
         print("quality floor not met: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _shown(value) -> str:
+    """A chosen value as the config spells it: ``true`` / ``false``, numbers in ``g`` form."""
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
