@@ -5,10 +5,10 @@ first the recency strength over :data:`RECENCY_GRID` (temporal splits only: a ra
 has no recent past to favour), at the middle of :data:`REG_GRID` when ``reg`` is auto too; then
 the L2 over :data:`REG_GRID` at the chosen strength (the middle value is the first stage's
 winner, not trained twice), and with ``model.recency_fade=auto`` (the softmax only) that
-strength and the next one up faded for long histories
-(:func:`recmf.data.split.recency_weights`) in the same race. The softmax loss with ``arch=mf`` trains a stage's candidates side by
-side in one fit (:mod:`recmf.model.race`); other losses and ``arch=tower`` train them one after
-the other. The winner's best epoch and weights then stand for the selection phase of
+strength and the next one up faded for long histories (:func:`recmf.data.split.recency_weights`)
+in the same race. The softmax loss with ``arch=mf`` trains a stage's candidates side by side in
+one fit (:mod:`recmf.model.race`); other losses and ``arch=tower`` train them one after the
+other. The winner's best epoch and weights then stand for the selection phase of
 :func:`recmf.train.fitting.fit_select_refit`, whose refit follows as usual; its time counts as
 training time.
 """
