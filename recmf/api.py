@@ -63,8 +63,9 @@ def fit(
         **params: Any other key of ``configs/train.yaml``: top-level (``seed``, ``patience``,
             ``refit``, ``split="random"`` for a per-user random holdout), a trainer key
             (``accelerator``, ``devices``), or a model key (``lr``, ``reg``, ``recency``,
-            ``batch_size``, ...). ``reg`` and ``recency`` default to ``"auto"``: chosen on
-            the validation split (the fitted model's ``bundle.meta["selected"]``).
+            ``recency_fade``, ``batch_size``, ...). ``reg``, ``recency`` and ``recency_fade``
+            default to ``"auto"``: chosen on the validation split (the fitted model's
+            ``bundle.meta["selected"]``).
 
     Raises:
         ConfigError: a value out of range or of the wrong type, or a frame without the columns.
