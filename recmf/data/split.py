@@ -146,7 +146,8 @@ def recency_weights(data: Interactions, strength: float, fade: bool = False) -> 
     if fade and strength and len(data):
         plain = np.exp(frac * -strength)
         median = float(np.median(counts[counts > 0]))
-        frac *= (-strength * np.minimum(1.0, median / np.maximum(counts, 1)))[users]
+        per_user = np.minimum(1.0, median / np.maximum(counts, 1)) * -strength
+        frac *= per_user.astype(np.float32)[users]  # float32 per row: no float64 copy at scale
         np.exp(frac, out=frac)
         sums = np.bincount(users, plain, len(counts)), np.bincount(users, frac, len(counts))
         frac *= (sums[0] / np.maximum(sums[1], 1e-30)).astype(np.float32)[users]
