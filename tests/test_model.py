@@ -162,9 +162,14 @@ def test_weighted_softmax_loss_ignores_zero_weight_pairs():
 
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_full_softmax_loss_matches_the_autograd_softmax_in_value_and_gradients(use_bias, weighted):
+@pytest.mark.parametrize("items_major", [True, False])
+def test_full_softmax_loss_matches_the_autograd_softmax_in_value_and_gradients(
+    use_bias, weighted, items_major, monkeypatch
+):
+    from recmf.model import losses
     from recmf.model.losses import full_softmax_loss, softmax_loss
 
+    monkeypatch.setattr(losses, "ITEMS_MAJOR", 128 if items_major else 0)  # the scores' layout
     torch.manual_seed(0)
     model = MatrixFactorization(30, 25, 6, use_bias=use_bias).double()
     if use_bias:  # non-zero biases, so that a bias left out of the scores would show
@@ -189,9 +194,14 @@ def test_full_softmax_loss_matches_the_autograd_softmax_in_value_and_gradients(u
 
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(use_bias, weighted):
+@pytest.mark.parametrize("items_major", [True, False])
+def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(
+    use_bias, weighted, items_major, monkeypatch
+):
+    from recmf.model import losses
     from recmf.model.losses import full_softmax_loss
 
+    monkeypatch.setattr(losses, "ITEMS_MAJOR", 128 if items_major else 0)  # the scores' layout
     torch.manual_seed(1)
     n_models, users = 3, torch.tensor([4, 0, 29, 7])
     rows = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3])
@@ -204,7 +214,8 @@ def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(
     for x in stacked:
         if x is not None:
             x.requires_grad_(True)
-    losses = full_softmax_loss(*stacked, rows, cols, weights)
+    regs = torch.tensor([0.0, 0.3, 1.1], dtype=torch.float64)  # each model its own L2
+    losses = full_softmax_loss(*stacked, rows, cols, weights, regs)
     assert losses.shape == (n_models,)
     # a different weight per model, so that a loss mixing the models' terms would show
     mixing = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
@@ -212,30 +223,41 @@ def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(
     for j in range(n_models):
         own = [x[j].detach().requires_grad_(True) if x is not None else None for x in stacked]
         w = None if weights is None else weights[j]
-        loss = full_softmax_loss(*own, rows, cols, w)
+        loss = full_softmax_loss(*own, rows, cols, w, regs[j])
         assert losses[j].item() == pytest.approx(loss.item(), rel=1e-12)
         want = torch.autograd.grad(loss * mixing[j], [x for x in own if x is not None])
         for got, expected in zip(grads, want, strict=True):
             assert torch.allclose(got[j], expected, atol=1e-12)
 
 
-def test_counted_l2_equals_the_per_pair_l2_in_value_and_gradients():
+@pytest.mark.parametrize("bias_reg", [0.0, 0.7])
+def test_softmax_step_l2_equals_the_per_pair_l2_in_value_and_gradients(bias_reg):
+    """The L2 inside the fused softmax (and the counted bias L2) is :meth:`_l2` of the pairs."""
+    from recmf.model.losses import full_softmax_loss
+
     torch.manual_seed(1)
     model = MatrixFactorization(20, 15, 4).double()
     torch.nn.init.normal_(model.user_bias.weight)
     torch.nn.init.normal_(model.item_bias.weight)
-    lit = MFLitModule(model, "softmax", lr=0.01, reg=0.3, k=5, bias_reg=0.7)
+    lit = MFLitModule(model, "softmax", lr=0.01, reg=0.3, k=5, bias_reg=bias_reg)
     users = torch.tensor([3, 7, 9, 1])
     rows, cols = torch.tensor([0, 0, 1, 2, 2, 2, 3]), torch.tensor([5, 6, 5, 1, 2, 14, 5])
-    per_pair = lit._l2(users[rows], cols, len(rows))
-    counted = lit._l2_counted(users, rows, cols)
+    batch = {"users": users, "rows": rows, "cols": cols, "weights": None}
+    lit.log = lambda *args, **kwargs: None
+    lit._trainer = type("T", (), {"num_training_batches": 1})()
+    step = lit.training_step(batch, 0)
+    want = full_softmax_loss(*model.score_parts(users), rows, cols) + lit._l2(
+        users[rows], cols, len(rows)
+    )
     params = [p for p in model.parameters()]
-    want = torch.autograd.grad(per_pair, params, allow_unused=True)
-    got = torch.autograd.grad(counted, params, allow_unused=True)
-    assert counted.item() == pytest.approx(per_pair.item(), rel=1e-12)
-    for w, g in zip(want, got, strict=True):
-        assert (w is None) == (g is None)
-        assert w is None or torch.allclose(g, w, atol=1e-12)
+    expected = torch.autograd.grad(want, params, allow_unused=True)
+    got = torch.autograd.grad(step, params, allow_unused=True)
+    assert step.item() == pytest.approx(want.item(), rel=1e-12)
+    assert step.item() > full_softmax_loss(*model.score_parts(users), rows, cols).item()
+    for w, g in zip(expected, got, strict=True):
+        w = torch.zeros_like(g) if w is None else w
+        g = torch.zeros_like(w) if g is None else g
+        assert torch.allclose(g, w, atol=1e-12)
 
 
 def test_evaluation_matches_a_python_loop_reference():

@@ -77,35 +77,32 @@ class MFLitModule(L.LightningModule):
             penalty = penalty + self.feature_reg * m.tower_norms(users, items)
         return penalty / n_pairs
 
-    def _l2_counted(self, users: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
-        """:meth:`_l2` of the pairs (``users[rows]``, ``cols``) of a matrix factorization, as
-        each row's square times its number of pairs: the same penalty without gathering (and
-        scattering the gradient of) one embedding row per pair, which at 20M rows was an eighth
-        of a softmax step."""
-        m, penalty = self.model, torch.zeros((), device=self.device)
+    def _bias_l2_counted(self, users: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        """:meth:`_l2`'s bias part of the pairs (``users[rows]``, ``cols``) of a matrix
+        factorization, as each bias's square times its number of pairs: the same penalty without
+        gathering (and scattering the gradient of) one row per pair (the embeddings' part is the
+        ``reg`` of :func:`recmf.model.losses.full_softmax_loss`)."""
+        m = self.model
         per_user = torch.bincount(rows, minlength=len(users)).to(m.item_emb.weight.dtype)
         per_item = torch.bincount(cols, minlength=m.n_items).to(per_user.dtype)
-        if self.reg:
-            penalty = self.reg * (
-                per_user @ m.user_emb(users).pow(2).sum(1)
-                + per_item @ m.item_emb.weight.pow(2).sum(1)
-            )
-        if self.bias_reg:
-            penalty = penalty + self.bias_reg * (
-                per_user @ m.user_bias(users).view(-1).pow(2)
-                + per_item @ m.item_bias.weight.view(-1).pow(2)
-            )
+        penalty = self.bias_reg * (
+            per_user @ m.user_bias(users).view(-1).pow(2)
+            + per_item @ m.item_bias.weight.view(-1).pow(2)
+        )
         return penalty / len(rows)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.model
         if self.loss_name == "softmax":
             users, rows, cols = batch["users"], batch["rows"], batch["cols"]
-            loss = losses.full_softmax_loss(*m.score_parts(users), rows, cols, batch["weights"])
-            if hasattr(m, "tower_norms"):
+            towers = hasattr(m, "tower_norms")
+            reg = None if towers or not self.reg else self.reg  # an MF's L2 inside the loss
+            parts = m.score_parts(users)
+            loss = losses.full_softmax_loss(*parts, rows, cols, batch["weights"], reg)
+            if towers:
                 loss = loss + self._l2(users[rows], cols, len(rows))
-            else:
-                loss = loss + self._l2_counted(users, rows, cols)
+            elif self.bias_reg:
+                loss = loss + self._bias_l2_counted(users, rows, cols)
             n = len(rows)
         else:
             users, items = batch["users"], batch["items"]
