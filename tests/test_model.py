@@ -230,6 +230,75 @@ def test_stacked_full_softmax_losses_are_each_models_own_in_value_and_gradients(
             assert torch.allclose(got[j], expected, atol=1e-12)
 
 
+def test_a_race_over_the_catalogue_is_the_full_softmax_race_of_pinned_models():
+    """Pinned untrained items (zero vector, UNTRAINED_BIAS) take no probability in a full
+    softmax: the race over the catalogue's items alone has its loss, its gradients on the
+    trained rows and its validation rankings, and gives back the pinned rows."""
+    from recmf.data.sparse import UserItems
+    from recmf.model.mf import UNTRAINED_BIAS, Catalogue
+    from recmf.model.race import RaceLitModule, StackedMF
+
+    torch.manual_seed(2)
+    n_users, n_items = 12, 20
+    untrained = torch.tensor([3, 11, 19])
+    counts = torch.ones(n_items)
+    counts[untrained] = 0
+    catalogue = Catalogue.of(counts)
+    assert catalogue.items.tolist() == [i for i in range(n_items) if i not in (3, 11, 19)]
+    assert Catalogue.of(torch.ones(n_items)) is None  # every item trained: nothing to leave out
+    models = [MatrixFactorization(n_users, n_items, 4).double() for _ in range(2)]
+    for model in models:
+        torch.nn.init.normal_(model.item_bias.weight)
+        catalogue.pin(model)
+        assert model.item_bias.weight[untrained].eq(UNTRAINED_BIAS).all()
+    users = torch.tensor([0, 5, 7, 9])
+    rows = torch.tensor([0, 0, 1, 2, 2, 3])
+    cols = torch.tensor([0, 4, 18, 2, 12, 4])  # trained items only, as a training part's
+    batch = {"users": users, "rows": rows, "cols": cols, "weights": None}
+    lits = []
+    for cat in (None, catalogue):
+        stacked = StackedMF(models, cat)
+        lit = RaceLitModule(stacked, ["a", "b"], [0.1, 0.3], k=3, lr=0.01, patience=2)
+        lit.log = lambda *args, **kwargs: None
+        lit._trainer = type("T", (), {"num_training_batches": 1})()
+        lits.append(lit)
+    full, restricted = (lit.training_step(batch, 0) for lit in lits)
+    assert restricted.item() == pytest.approx(full.item(), rel=1e-12)
+    full.backward()
+    restricted.backward()
+    trained = catalogue.items
+    dense, compact = lits[0].model, lits[1].model
+    assert torch.allclose(compact.item_emb.grad, dense.item_emb.grad[:, trained], atol=1e-12)
+    assert torch.allclose(compact.item_bias.grad, dense.item_bias.grad[:, trained], atol=1e-12)
+    assert not dense.item_emb.grad[:, untrained].any()  # no probability, no gradient
+    assert torch.allclose(compact.user_emb.grad, dense.user_emb.grad, atol=1e-12)
+    # validation ranks the same top items, mapped back to the model's items
+    seen = UserItems.from_pairs(users[rows].numpy(), cols.numpy(), n_users)
+    truth = UserItems.from_pairs(np.array([0, 5, 7, 9]), np.array([1, 2, 3, 5]), n_users)
+    val = {"users": users, "exclude": seen, "truth": truth}
+    results = []
+    for lit in lits:
+        lit.on_validation_epoch_start()
+        lit.validation_step(val, 0)
+        results.append([acc.result() for acc in lit._accs.values()])
+    assert results[0] == results[1]
+    for j, model in enumerate(models):  # the pinned rows come back from the compact tables
+        state = compact.state_of(j)
+        for name, value in model.state_dict().items():
+            assert torch.equal(state[name], value), name
+    # one model's softmax step (a refit's) over the catalogue: the same loss and gradients
+    steps = []
+    for cat in (None, catalogue):
+        lit = MFLitModule(models[0], "softmax", lr=0.01, reg=0.2, k=3, catalogue=cat)
+        lit.log = lambda *args, **kwargs: None
+        lit._trainer = type("T", (), {"num_training_batches": 1})()
+        loss = lit.training_step(batch, 0)
+        steps.append((loss, torch.autograd.grad(loss, list(models[0].parameters()))))
+    assert steps[1][0].item() == pytest.approx(steps[0][0].item(), rel=1e-12)
+    for a, b in zip(steps[0][1], steps[1][1], strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
 @pytest.mark.parametrize("bias_reg", [0.0, 0.7])
 def test_softmax_step_l2_equals_the_per_pair_l2_in_value_and_gradients(bias_reg):
     """The L2 inside the fused softmax (and the counted bias L2) is :meth:`_l2` of the pairs."""

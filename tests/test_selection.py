@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,15 +16,18 @@ from tests.loggers import Capture
 SMALL = ["latent_dim=8", "trainer.max_epochs=12", "patience=3", "progress=none"]
 
 
-def _drifting(n_users=80, n_items=40, seed=0) -> Interactions:
+def _drifting(n_users=80, n_items=40, seed=0, late: int = 0) -> Interactions:
     """Each user's first 12 interactions are items of group A (the first half of the catalogue),
     the last 10 of group B: validation and test hold B items only, so weighing the latest
-    training rows up (recency) is what ranks them first."""
+    training rows up (recency) is what ranks them first. ``late``: so many more items, each the
+    latest row of a few users (a test row: never in training)."""
     rng = np.random.default_rng(seed)
     half = n_items // 2
     users, items, times = [], [], []
+    n_items += late
     for u in range(n_users):
         chosen = [*rng.choice(half, 12, replace=False), *(half + rng.choice(half, 10, False))]
+        chosen += [n_items - late + u % late] if late and u % 4 == 0 else []
         users += [u] * len(chosen)
         items += chosen
         times += list(range(len(chosen)))
@@ -144,6 +150,38 @@ def test_auto_chooses_on_validation_and_the_model_is_the_winner_refit(tmp_path):
     # each race epoch logs its validation's time beside its figure, as a plain run does
     epochs = [m for _, m in logger.rows if "val/ndcg_at_10" in m]
     assert epochs and all(m["time/validation_seconds"] > 0 for m in epochs)
+
+
+def test_items_no_training_row_holds_are_pinned_below_the_rest_and_left_out_of_the_race():
+    """An item rated only in users' latest rows (test) is never trained: the race's tables leave
+    it out, and the winner, the refit and the model pin it (zero vector, UNTRAINED_BIAS), so
+    no user ranks it above an item the model learnt."""
+    import torch
+
+    from recmf.model.mf import UNTRAINED_BIAS
+    from recmf.train.fitting import fit_select_refit, quiet_lightning
+    from recmf.train.selection import _race
+
+    quiet_lightning()
+    split = make_split(_drifting(late=2), "temporal", 0.2, 0.2, seed=0)
+    late = [40, 41]
+    assert not np.isin(late, split.train.item_idx).any() and split.dropped_test == 20
+    cfg = _settings("model.reg=0.08")
+    trials = _race(cfg, split, False, [], [(0.0, 0.08, False), (4.0, 0.08, False)], None)
+    for trial in trials:
+        assert torch.equal(trial.state["item_emb.weight"][late], torch.zeros(2, 8))
+        assert trial.state["item_bias.weight"][late].eq(UNTRAINED_BIAS).all()
+        assert trial.state["item_bias.weight"][:40].gt(-100).all()
+    fitted = fit_select_refit(cfg, split, False, Path(tempfile.mkdtemp()))
+    state = fitted.model.state_dict()
+    for vectors, biases in [
+        (fitted.selected_weights["item_emb"], fitted.selected_weights["item_bias"]),  # the winner
+        (state["item_emb.weight"].numpy(), state["item_bias.weight"].numpy()),  # refit on it
+    ]:
+        assert not vectors[late].any()
+        assert (biases.ravel()[late] == UNTRAINED_BIAS).all() and (biases.ravel()[:40] > -100).all()
+    scores = fitted.model.score_all(torch.arange(80))
+    assert (scores[:, late].max() < scores[:, :40].min()).item()
 
 
 @pytest.mark.slow  # six candidates trained in turn: ~3.8 s of the quick suite

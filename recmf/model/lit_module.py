@@ -9,7 +9,7 @@ import torch
 
 from recmf.eval.ranking import MetricAccumulator, topk_chunks
 from recmf.model import losses
-from recmf.model.mf import MatrixFactorization
+from recmf.model.mf import Catalogue, MatrixFactorization
 
 
 class MFLitModule(L.LightningModule):
@@ -32,6 +32,8 @@ class MFLitModule(L.LightningModule):
         lr_decay: Multiplies the learning rate after every epoch (1.0 keeps it constant).
         k: Cut-off of the validation metrics; ``val/ndcg_at_{k}`` drives early stopping.
         log_prefix: Namespace of the logged training loss (``train/loss``, ``refit/loss``).
+        catalogue: The items the full softmax runs over (a matrix factorization's, with
+            biases), pinned in ``model`` already (:class:`recmf.model.mf.Catalogue`); None: all.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class MFLitModule(L.LightningModule):
         lr_decay: float = 1.0,
         log_prefix: str = "train",
         feature_reg: float = 0.0,
+        catalogue: Catalogue | None = None,
     ):
         super().__init__()
         if loss not in losses.LOSSES:
@@ -54,6 +57,7 @@ class MFLitModule(L.LightningModule):
         self.feature_reg = feature_reg if hasattr(model, "tower_norms") else 0.0
         self.lr_decay = lr_decay
         self.log_prefix = log_prefix
+        self.catalogue = catalogue
         self.monitor, self.monitor_mode = self.monitor_for(loss, k)
         self._val_acc: MetricAccumulator | None = None
         self._val_rmse: torch.Tensor | None = None
@@ -97,8 +101,11 @@ class MFLitModule(L.LightningModule):
             users, rows, cols = batch["users"], batch["rows"], batch["cols"]
             towers = hasattr(m, "tower_norms")
             reg = None if towers or not self.reg else self.reg  # an MF's L2 inside the loss
-            parts = m.score_parts(users)
-            loss = losses.full_softmax_loss(*parts, rows, cols, batch["weights"], reg)
+            u, bu, v, bi = m.score_parts(users)
+            items, cat = cols, self.catalogue
+            if cat is not None:  # the softmax over the trained items only
+                v, bi, items = cat.select(v, 0), cat.select(bi, 0), cat.position[cols]
+            loss = losses.full_softmax_loss(u, bu, v, bi, rows, items, batch["weights"], reg)
             if towers:
                 loss = loss + self._l2(users[rows], cols, len(rows))
             elif self.bias_reg:

@@ -20,28 +20,36 @@ from torch import nn
 from recmf.eval.ranking import MetricAccumulator, top_k
 from recmf.model.lit_module import adam, log_epoch_mean
 from recmf.model.losses import full_softmax_loss
-from recmf.model.mf import MatrixFactorization, product_scores
+from recmf.model.mf import UNTRAINED_BIAS, Catalogue, MatrixFactorization, product_scores
 
 CHUNK = 512  # users a validation step ranks at once, per candidate (K x 512 x items scores)
 
 
 class StackedMF(nn.Module):
-    """``n_models`` :class:`MatrixFactorization` models in (n_models, rows, dim) tables."""
+    """``n_models`` :class:`MatrixFactorization` models in (n_models, rows, dim) tables.
 
-    def __init__(self, models: list[MatrixFactorization]):
+    With a ``catalogue`` (:class:`recmf.model.mf.Catalogue`) the item tables hold its items'
+    rows only (``items`` of them): the others are pinned and never trained, so a step neither
+    scores, copies nor updates them; :meth:`state_of` puts them back.
+    """
+
+    def __init__(self, models: list[MatrixFactorization], catalogue: Catalogue | None = None):
         super().__init__()
         first = models[0]
         self.n_models, self.use_bias = len(models), first.use_bias
         self.n_users, self.n_items = first.n_users, first.n_items
-        self.user_emb = nn.Parameter(torch.stack([m.user_emb.weight.detach() for m in models]))
-        self.item_emb = nn.Parameter(torch.stack([m.item_emb.weight.detach() for m in models]))
+        self.catalogue = catalogue
+        self.items = first.n_items if catalogue is None else len(catalogue.items)
+
+        def stack(name: str, item_rows: bool = False) -> torch.Tensor:
+            table = torch.stack([getattr(m, name).weight.detach() for m in models])
+            return table if catalogue is None or not item_rows else catalogue.select(table, 1)
+
+        self.user_emb = nn.Parameter(stack("user_emb"))
+        self.item_emb = nn.Parameter(stack("item_emb", True))  # (n_models, items, dim)
         if self.use_bias:
-
-            def stack(name: str) -> torch.Tensor:
-                return torch.stack([getattr(m, name).weight.detach() for m in models])
-
             self.user_bias = nn.Parameter(stack("user_bias").squeeze(-1))  # (n_models, n_users)
-            self.item_bias = nn.Parameter(stack("item_bias").squeeze(-1))
+            self.item_bias = nn.Parameter(stack("item_bias", True).squeeze(-1))
             self.global_bias = nn.Parameter(torch.zeros(self.n_models))
 
     def score_parts(self, which: torch.Tensor, users: torch.Tensor):
@@ -66,14 +74,20 @@ class StackedMF(nn.Module):
         return table if len(which) == self.n_models else table.index_select(0, which)
 
     def state_of(self, index: int) -> dict[str, torch.Tensor]:
-        """Model ``index``'s weights as a :class:`MatrixFactorization` state dict (copies)."""
-        state = {
-            "user_emb.weight": self.user_emb[index].detach().clone(),
-            "item_emb.weight": self.item_emb[index].detach().clone(),
-        }
+        """Model ``index``'s weights as a :class:`MatrixFactorization` state dict (copies; the
+        catalogue's other items pinned, as :meth:`recmf.model.mf.Catalogue.pin` leaves them)."""
+        items = self.item_emb[index].detach().clone()
+        if self.catalogue is not None:
+            full = items.new_zeros(self.n_items, items.shape[1])
+            items = full.index_copy_(0, self.catalogue.items, items)
+        state = {"user_emb.weight": self.user_emb[index].detach().clone(), "item_emb.weight": items}
         if self.use_bias:
+            bias = self.item_bias[index].detach().clone()
+            if self.catalogue is not None:
+                full = bias.new_full((self.n_items,), UNTRAINED_BIAS)
+                bias = full.index_copy_(0, self.catalogue.items, bias)
             state["user_bias.weight"] = self.user_bias[index].detach().clone().unsqueeze(1)
-            state["item_bias.weight"] = self.item_bias[index].detach().clone().unsqueeze(1)
+            state["item_bias.weight"] = bias.unsqueeze(1)
             state["global_bias"] = self.global_bias[index].detach().clone()
         return state
 
@@ -130,6 +144,8 @@ class RaceLitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m, which = self.model, torch.tensor(self.alive, device=self.device)
         users, rows, cols = batch["users"], batch["rows"], batch["cols"]
+        if m.catalogue is not None:  # the items' places in the stacked tables
+            cols = m.catalogue.position[cols]
         p, bu, q, bi = m.score_parts(which, users)  # (K, B, dim), (K, B), (K, items, ...)
         w = batch["weights"]  # (P, recency strengths) or None
         w = None if w is None else w.index_select(1, which).T  # (K, P)
@@ -139,7 +155,7 @@ class RaceLitModule(L.LightningModule):
         loss = full_softmax_loss(p, bu, q, bi, rows, cols, w, self.regs.index_select(0, which))
         if self.bias_reg:
             per_user = torch.bincount(rows, minlength=len(users)).to(p.dtype)
-            per_item = torch.bincount(cols, minlength=m.n_items).to(p.dtype)
+            per_item = torch.bincount(cols, minlength=m.items).to(p.dtype)
             ub = m._of(m.user_bias, which).index_select(1, users)
             ib = m._of(m.item_bias, which)
             biases = (ub.pow(2) * per_user).sum(1) + (ib.pow(2) * per_item).sum(1)
@@ -159,21 +175,25 @@ class RaceLitModule(L.LightningModule):
         validation was 23% of a race on ML-100K). Ranked as
         :meth:`MatrixFactorization.rank_scores` ranks."""
         exclude, truth, candidates = batch["exclude"], batch["truth"], batch.get("candidates")
-        m, alive = self.model, sorted(self._accs)
+        m, alive, cat = self.model, sorted(self._accs), self.model.catalogue
         if not alive:
             return
         which = torch.tensor(alive, device=self.device)
         users = batch["users"]
+        if cat is not None and candidates is not None:  # the catalogue's: the others pinned
+            candidates = cat.select(candidates, 0)
         for start in range(0, len(users), CHUNK):
             chunk = users[start : start + CHUNK]
             p, _, q, bi = m.score_parts(which, chunk)  # ranked without the users' own biases
             scores = product_scores(p, None, q, bi)  # (K, B, items)
             if candidates is not None:
                 scores.masked_fill_(~candidates, -torch.inf)
-            if exclude is not None:
+            if exclude is not None:  # a user's training items: in the catalogue, all of them
                 rows, cols = exclude.rows(chunk)
-                scores.view(len(alive), -1).index_fill_(1, rows * m.n_items + cols, -torch.inf)
-            _, top = top_k(scores.view(-1, m.n_items), min(self.k, m.n_items))
+                cols = cols if cat is None else cat.position[cols]
+                scores.view(len(alive), -1).index_fill_(1, rows * m.items + cols, -torch.inf)
+            _, top = top_k(scores.view(-1, m.items), min(self.k, m.items))
+            top = top if cat is None else cat.items[top]  # back to the model's items
             relevance = self._accs[alive[0]].relevance(chunk, truth, exclude)
             for j, tops in zip(alive, top.view(len(alive), len(chunk), -1), strict=True):
                 self._accs[j].add_hits(tops, relevance)

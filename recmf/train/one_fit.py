@@ -94,6 +94,7 @@ def fit_once(
     fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
     if fresh_svd:
         start_from(cfg, [model], dm.train_items, starts)
+    lit.catalogue = catalogue(cfg, [model], dm.train_items)
     trim_heap(len(data))
     reuse_freed_buffers()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
@@ -114,6 +115,25 @@ def fit_once(
             raise TrainingInterrupted(prefix, trainer.current_epoch) from None
         raise
     return lit, trainer
+
+
+def catalogue(cfg: TrainConfig, models: list, train_items):
+    """The :class:`~recmf.model.mf.Catalogue` of the items with a training pair, their others
+    pinned in each of ``models``, for a full softmax over a matrix factorization with biases;
+    None otherwise, or when every item has a pair (a two-tower model embeds an item without
+    one from its features: it stays in its softmax)."""
+    import torch
+
+    from recmf.model.mf import Catalogue
+
+    first = models[0]
+    if cfg.loss != "softmax" or type(first) is not MatrixFactorization or not first.use_bias:
+        return None
+    counts = torch.bincount(train_items.indices.long(), minlength=first.n_items)
+    found = Catalogue.of(counts)
+    for model in models if found is not None else []:
+        found.pin(model)
+    return found
 
 
 def start_from(cfg: TrainConfig, models: list, train_items, cache: dict | None = None) -> None:

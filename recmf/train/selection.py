@@ -173,7 +173,7 @@ def _race(
     from recmf.errors import TrainingInterrupted
     from recmf.model.race import RaceLitModule, StackedMF
     from recmf.train import progress
-    from recmf.train.one_fit import build_model, start_from, trainer_arguments
+    from recmf.train.one_fit import build_model, catalogue, start_from, trainer_arguments
 
     m = cfg.model
     data = split.train
@@ -187,10 +187,11 @@ def _race(
         fade=tuple(f for _, _, f in pairs),
     )  # fmt: skip
     start_from(cfg, models, dm.train_items, starts)  # what fit_once would start each from
+    trained = catalogue(cfg, models, dm.train_items)  # as fit_once pins them
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = [Trial(r, g, 0.0, 0, recency_fade=f).label for r, g, f in pairs]
     lit = RaceLitModule(
-        StackedMF(models),
+        StackedMF(models, trained),
         labels,
         [g for _, g, _ in pairs],
         k=cfg.k,
