@@ -56,6 +56,16 @@ def test_softmax_scale_minimises_the_softmax_loss_of_the_training_pairs():
         assert best < _softmax_loss(other, p, v, items)
 
 
+def test_softmax_scale_leaves_out_items_without_a_pair_as_the_training_softmax_does():
+    """Items no training pair holds are out of a full softmax (recmf.model.mf.Catalogue): the
+    scale fitted with them in the table is the one fitted without them."""
+    items, n_items = _planted(), 60
+    p, v = truncated_svd(items, n_items, 3, seed=0)
+    alone = softmax_scale(p, v, items, seed=0)
+    wider = torch.cat([v, torch.randn(5, 3)])  # five more items, none with a pair
+    assert softmax_scale(p, wider, items, seed=0) == pytest.approx(alone, rel=1e-6)
+
+
 def test_svd_start_gives_scaled_pure_svd_scores_balanced_sides_and_zero_biases():
     from recmf.model.mf import MatrixFactorization
 

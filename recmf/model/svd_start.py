@@ -61,19 +61,29 @@ def truncated_svd(items: UserItems, n_items: int, rank: int, seed: int):
 
 def softmax_scale(p: torch.Tensor, v: torch.Tensor, items: UserItems, seed: int) -> float:
     """The factor c for which softmax(c * P V^T) best predicts the training pairs ``items`` of a
-    sample of users (Newton's method on the convex one-dimensional log-likelihood)."""
+    sample of users (Newton's method on the convex one-dimensional log-likelihood), the softmax
+    over the items with a pair (a full softmax's catalogue: :class:`recmf.model.mf.Catalogue`)."""
     n_users = items.n_users
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randperm(n_users, generator=generator)[:1024]
     chunks = [sample[s : s + 256] for s in range(0, len(sample), 256)]  # (256, n_items) buffers
     pairs = [items.rows(users) for users in chunks]  # the same every Newton step
+    counts = torch.bincount(items.indices.long(), minlength=len(v))
+    if bool((counts == 0).any()):  # an item without a pair is out of training's softmax too
+        trained = torch.nonzero(counts).squeeze(1)
+        position = torch.full((len(v),), -1, dtype=torch.long)
+        position[trained] = torch.arange(len(trained))
+        v = v[trained]
+        pairs = [(rows, position[cols]) for rows, cols in pairs]
+    # the sample's scores, computed once when they fit in 64 MB (ml-latest-small: 0.38 -> 0.17 s)
+    kept = [p[users] @ v.T for users in chunks] if len(sample) * len(v) <= 1 << 24 else None
     c = 1.0
     for _ in range(20):
         grad, hess, n = 0.0, 0.0, 0
-        for users, (rows, cols) in zip(chunks, pairs, strict=True):
+        for j, (users, (rows, cols)) in enumerate(zip(chunks, pairs, strict=True)):
             if not len(rows):
                 continue
-            s = p[users] @ v.T
+            s = kept[j] if kept is not None else p[users] @ v.T
             prob = torch.softmax(c * s, dim=1)
             mean = (prob * s).sum(1)
             var = (prob * s * s).sum(1) - mean * mean
