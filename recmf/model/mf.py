@@ -136,9 +136,9 @@ class Catalogue(nn.Module):
 
     @torch.no_grad()
     def pin(self, model: MatrixFactorization) -> None:
-        """Zero the untrained items' embeddings and set their biases to :data:`UNTRAINED_BIAS`:
-        no step changes them (they get no gradient), and no user ranks them above a trained
-        item."""
+        """Zero the untrained items' embeddings and set their biases to :data:`UNTRAINED_BIAS`
+        (``model`` has biases): no step changes them (they get no gradient), and no user ranks
+        them above a trained item."""
         untrained = self.position < 0
         model.item_emb.weight[untrained] = 0.0
         model.item_bias.weight[untrained] = UNTRAINED_BIAS

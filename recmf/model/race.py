@@ -29,7 +29,7 @@ class StackedMF(nn.Module):
     """``n_models`` :class:`MatrixFactorization` models in (n_models, rows, dim) tables.
 
     With a ``catalogue`` (:class:`recmf.model.mf.Catalogue`) the item tables hold its items'
-    rows only (``items`` of them): the others are pinned and never trained, so a step neither
+    rows only (``item_rows`` of them): the others are pinned and never trained, so a step neither
     scores, copies nor updates them; :meth:`state_of` puts them back.
     """
 
@@ -39,11 +39,12 @@ class StackedMF(nn.Module):
         self.n_models, self.use_bias = len(models), first.use_bias
         self.n_users, self.n_items = first.n_users, first.n_items
         self.catalogue = catalogue
-        self.items = first.n_items if catalogue is None else len(catalogue.items)
+        # the rows of its item tables: the catalogue's items, or all of them
+        self.item_rows = first.n_items if catalogue is None else len(catalogue.items)
 
-        def stack(name: str, item_rows: bool = False) -> torch.Tensor:
+        def stack(name: str, of_items: bool = False) -> torch.Tensor:
             table = torch.stack([getattr(m, name).weight.detach() for m in models])
-            return table if catalogue is None or not item_rows else catalogue.select(table, 1)
+            return table if catalogue is None or not of_items else catalogue.select(table, 1)
 
         self.user_emb = nn.Parameter(stack("user_emb"))
         self.item_emb = nn.Parameter(stack("item_emb", True))  # (n_models, items, dim)
@@ -155,7 +156,7 @@ class RaceLitModule(L.LightningModule):
         loss = full_softmax_loss(p, bu, q, bi, rows, cols, w, self.regs.index_select(0, which))
         if self.bias_reg:
             per_user = torch.bincount(rows, minlength=len(users)).to(p.dtype)
-            per_item = torch.bincount(cols, minlength=m.items).to(p.dtype)
+            per_item = torch.bincount(cols, minlength=m.item_rows).to(p.dtype)
             ub = m._of(m.user_bias, which).index_select(1, users)
             ib = m._of(m.item_bias, which)
             biases = (ub.pow(2) * per_user).sum(1) + (ib.pow(2) * per_item).sum(1)
@@ -191,8 +192,8 @@ class RaceLitModule(L.LightningModule):
             if exclude is not None:  # a user's training items: in the catalogue, all of them
                 rows, cols = exclude.rows(chunk)
                 cols = cols if cat is None else cat.position[cols]
-                scores.view(len(alive), -1).index_fill_(1, rows * m.items + cols, -torch.inf)
-            _, top = top_k(scores.view(-1, m.items), min(self.k, m.items))
+                scores.view(len(alive), -1).index_fill_(1, rows * m.item_rows + cols, -torch.inf)
+            _, top = top_k(scores.view(-1, m.item_rows), min(self.k, m.item_rows))
             top = top if cat is None else cat.items[top]  # back to the model's items
             relevance = self._accs[alive[0]].relevance(chunk, truth, exclude)
             for j, tops in zip(alive, top.view(len(alive), len(chunk), -1), strict=True):
