@@ -75,6 +75,14 @@ def fit_once(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = split.train
     model = build_model(cfg, data.n_users, data.n_items, inputs)
+    batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
+    dm = InteractionsDataModule(
+        split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency,
+        val_users=cfg.val_users, fade=m.recency_fade is True,
+    )  # fmt: skip
+    fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
+    if fresh_svd:
+        start_from(cfg, [model], dm.train_items, starts)
     lit = MFLitModule(
         model,
         cfg.loss,
@@ -85,16 +93,8 @@ def fit_once(
         lr_decay=m.lr_decay,
         log_prefix=prefix,
         feature_reg=getattr(m, "feature_reg", 0.0),
+        catalogue=catalogue(cfg, [model], dm.train_items),
     )
-    batch = m.user_batch_size if cfg.loss == "softmax" else m.batch_size
-    dm = InteractionsDataModule(
-        split, cfg.loss, batch, m.n_negatives, seed=cfg.seed, recency=m.recency,
-        val_users=cfg.val_users, fade=m.recency_fade is True,
-    )  # fmt: skip
-    fresh_svd = m.init == "svd" and ckpt_path is None  # a resumed fit loads its checkpoint
-    if fresh_svd:
-        start_from(cfg, [model], dm.train_items, starts)
-    lit.catalogue = catalogue(cfg, [model], dm.train_items)
     trim_heap(len(data))
     reuse_freed_buffers()
     extra = {} if validate else {"limit_val_batches": 0}  # the refit phase does not validate
@@ -129,10 +129,10 @@ def catalogue(cfg: TrainConfig, models: list, train_items):
     first = models[0]
     if cfg.loss != "softmax" or type(first) is not MatrixFactorization or not first.use_bias:
         return None
-    counts = torch.bincount(train_items.indices.long(), minlength=first.n_items)
-    found = Catalogue.of(counts)
-    for model in models if found is not None else []:
-        found.pin(model)
+    found = Catalogue.of(torch.bincount(train_items.indices.long(), minlength=first.n_items))
+    if found is not None:
+        for model in models:
+            found.pin(model)
     return found
 
 
