@@ -299,6 +299,46 @@ def test_a_race_over_the_catalogue_is_the_full_softmax_race_of_pinned_models():
         assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_a_races_validation_ranks_as_evaluate_each_epoch_with_its_fixed_parts_kept():
+    """A race computes each validation chunk's exclusions and relevant items once: as the
+    weights move epoch after epoch, and a chunk's users change, every candidate's metrics are
+    still those :func:`evaluate_ranking` gives its model (its items in the catalogue's places)."""
+    from recmf.model.mf import Catalogue
+    from recmf.model.race import RaceLitModule, StackedMF
+
+    torch.manual_seed(4)
+    n_users, n_items = 9, 16
+    gen = np.random.default_rng(4)
+    pairs = gen.choice(n_users * 12, 40, replace=False)  # items 12-15 never trained
+    seen = UserItems.from_pairs(pairs // 12, pairs % 12, n_users)
+    truth_users, truth_items = gen.integers(0, n_users, 30), gen.integers(0, 12, 30)
+    truth = UserItems.from_pairs(truth_users, truth_items, n_users)
+    catalogue = Catalogue.of(torch.bincount(torch.from_numpy(pairs % 12), minlength=n_items))
+    models = [MatrixFactorization(n_users, n_items, 3).double() for _ in range(2)]
+    for model in models:
+        torch.nn.init.normal_(model.item_bias.weight)
+        catalogue.pin(model)
+    lit = RaceLitModule(StackedMF(models, catalogue), ["a", "b"], [0.1, 0.1], k=4, lr=0.01,
+                        patience=2)  # fmt: skip
+    first, other = torch.tensor([0, 2, 3, 5, 8]), torch.tensor([1, 4, 6, 7])
+    for users in (first, first, other, first):
+        with torch.no_grad():  # an epoch's training moved the weights
+            lit.model.item_emb.add_(torch.randn_like(lit.model.item_emb))
+            lit.model.user_emb.add_(torch.randn_like(lit.model.user_emb))
+        lit.on_validation_epoch_start()
+        lit.validation_step({"users": users, "exclude": seen, "truth": truth}, 0)
+        for j, acc in lit._accs.items():
+            model = MatrixFactorization(n_users, n_items, 3).double()
+            model.load_state_dict(lit.model.state_of(j))
+            keep = np.isin(truth_users, users.numpy())  # the validation of this chunk's users
+            mine = UserItems.from_pairs(truth_users[keep], truth_items[keep], n_users)
+            with torch.no_grad():
+                want, n = evaluate_ranking(model.rank_scores, mine, seen, [4], n_items)
+            assert acc.n_users == n > 0
+            for key in ("ndcg_at_4", "precision_at_4", "recall_at_4"):
+                assert acc.result()[key] == pytest.approx(want[key], rel=1e-12), (j, key)
+
+
 @pytest.mark.parametrize("bias_reg", [0.0, 0.7])
 def test_softmax_step_l2_equals_the_per_pair_l2_in_value_and_gradients(bias_reg):
     """The L2 inside the fused softmax (and the counted bias L2) is :meth:`_l2` of the pairs."""

@@ -141,6 +141,7 @@ class RaceLitModule(L.LightningModule):
         self.min_delta = min_delta
         self._bar = [-1.0] * model.n_models  # what an epoch must beat to reset the wait
         self._accs: dict[int, MetricAccumulator] = {}
+        self._fixed_parts: dict[tuple[int, int], tuple] = {}  # per validation chunk: _fixed
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m, which = self.model, torch.tensor(self.alive, device=self.device)
@@ -172,8 +173,8 @@ class RaceLitModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Every running candidate ranks the batch's users at once: one batched product, the
-        exclusions and the relevant items found once (each candidate ranking on its own,
-        validation was 23% of a race on ML-100K). Ranked as
+        exclusions and the relevant items found once for the whole race (:meth:`_fixed`; each
+        candidate ranking on its own, validation was 23% of a race on ML-100K). Ranked as
         :meth:`MatrixFactorization.rank_scores` ranks."""
         exclude, truth, candidates = batch["exclude"], batch["truth"], batch.get("candidates")
         m, alive, cat = self.model, sorted(self._accs), self.model.catalogue
@@ -185,19 +186,35 @@ class RaceLitModule(L.LightningModule):
             candidates = cat.select(candidates, 0)
         for start in range(0, len(users), CHUNK):
             chunk = users[start : start + CHUNK]
+            excluded, relevance = self._fixed((batch_idx, start), chunk, exclude, truth)
             p, _, q, bi = m.score_parts(which, chunk)  # ranked without the users' own biases
             scores = product_scores(p, None, q, bi)  # (K, B, items)
             if candidates is not None:
                 scores.masked_fill_(~candidates, -torch.inf)
-            if exclude is not None:  # a user's training items: in the catalogue, all of them
-                rows, cols = exclude.rows(chunk)
-                cols = cols if cat is None else cat.position[cols]
-                scores.view(len(alive), -1).index_fill_(1, rows * m.item_rows + cols, -torch.inf)
+            if excluded is not None:
+                scores.view(len(alive), -1).index_fill_(1, excluded, -torch.inf)
             _, top = top_k(scores.view(-1, m.item_rows), min(self.k, m.item_rows))
             top = top if cat is None else cat.items[top]  # back to the model's items
-            relevance = self._accs[alive[0]].relevance(chunk, truth, exclude)
             for j, tops in zip(alive, top.view(len(alive), len(chunk), -1), strict=True):
                 self._accs[j].add_hits(tops, relevance)
+
+    def _fixed(self, key: tuple[int, int], chunk: torch.Tensor, exclude, truth):
+        """What ranking ``chunk`` needs besides the scores, the same every epoch, computed once:
+        the places of its users' training items in one candidate's flattened (users x items)
+        scores (None without exclusions), and its relevance (:meth:`MetricAccumulator.relevance`).
+        """
+        cached = self._fixed_parts.get(key)
+        if cached is not None and torch.equal(cached[0], chunk):
+            return cached[1:]
+        excluded = None
+        if exclude is not None:  # a user's training items: in the catalogue, all of them
+            rows, cols = exclude.rows(chunk)
+            cat = self.model.catalogue
+            cols = cols if cat is None else cat.position[cols]
+            excluded = rows * self.model.item_rows + cols
+        relevance = next(iter(self._accs.values())).relevance(chunk, truth, exclude)
+        self._fixed_parts[key] = (chunk.clone(), excluded, relevance)
+        return excluded, relevance
 
     def on_validation_epoch_end(self) -> None:
         key = f"ndcg_at_{self.k}"
